@@ -177,7 +177,7 @@ class SiameseNetwork:
         self.criterion = BCEWithLogits()
         rng = np.random.default_rng(seed)
         initialise(self.tower + [self.head], init, rng)
-        self._pairs = None
+        self.last_logits = None  # logits of the last training step, for accuracy logging
 
     # -- parameters ------------------------------------------------------------
     def layers(self):
@@ -237,6 +237,7 @@ class SiameseNetwork:
         h = self.tower_forward(x)                            # (B, D), once for both twins
         d = self.distance.forward(h[left], h[right])         # (M, D) = |h_left - h_right|
         s = self.head.forward(d)[:, 0]                       # (M,) similarity logits
+        self.last_logits = s
         loss = self.criterion.forward(s, y, weight)
         ds = self.criterion.backward()                       # dL/ds
         dd = self.head.backward(np.ascontiguousarray(ds[:, None]))

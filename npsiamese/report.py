@@ -1,0 +1,117 @@
+"""After training: the final one-shot evaluation next to the baselines, and the plots.
+
+Plots use matplotlib's Agg backend (files only, no window), so they work on a
+server and in the tests.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .baselines import get_baseline  # noqa: E402
+from .oneshot import evaluate_tasks  # noqa: E402
+
+FINAL_SEED = 2015  # the final task list does not depend on the training seed: runs compare on the same tasks
+
+
+def final_evaluation(net, val, tasks, baselines=("mhd", "pixel")):
+    """{"model": OneShotResult, "<baseline>": OneShotResult, ...} on the same ``tasks``."""
+    from .train import embedding_accuracy  # train imports this module's neighbours; keep the import local
+    results = {"model": embedding_accuracy(net, val, tasks)}
+    for name in baselines:
+        results[name] = evaluate_tasks(get_baseline(name), np.ascontiguousarray(val.images, np.float32), tasks)
+    return results
+
+
+def results_table(results, ways):
+    """Accuracy with 95% interval per scorer, as aligned text."""
+    lines = [f"{ways}-way one-shot accuracy on held-out alphabets ({results['model'].trials} tasks):"]
+    for name, r in results.items():
+        lo, hi = r.ci95
+        lines.append(f"  {name:<8} {100 * r.accuracy:5.1f}%   (95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
+    return "\n".join(lines)
+
+
+def results_json(results):
+    return {name: {"accuracy": r.accuracy, "ci95": list(r.ci95), "ways": r.ways, "trials": r.trials,
+                   "queries": int(r.total.sum())} for name, r in results.items()}
+
+
+def read_metrics(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(metrics_csv, out_png):
+    """Loss (running mean) and validation one-shot accuracy against training pairs."""
+    rows = read_metrics(metrics_csv)
+    pairs = np.array([float(r["pairs"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    val = [(float(r["pairs"]), float(r["val_acc"])) for r in rows if r["val_acc"] != ""]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(pairs, loss, color="tab:blue")
+    a1.set(xlabel="training pairs", ylabel="loss (running mean)", title="Training loss")
+    if val:
+        v = np.array(val)
+        a2.plot(v[:, 0], 100 * v[:, 1], "o-", color="tab:green")
+    a2.set(xlabel="training pairs", ylabel="accuracy (%)", title="Validation 20-way one-shot accuracy")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def plot_task(net, val, task, out_png):
+    """One task: the query, the support images, the model's choice (green if right, red if wrong)."""
+    images = np.ascontiguousarray(val.images[:, None], dtype=net.dtype)
+    q = task.queries[0]
+    support = task.support
+    emb_q = net.embed(images[[q]])
+    emb_s = net.embed(images[support])
+    p = net.similarity_matrix(emb_q, emb_s)[0]
+    choice = int(p.argmax()) // task.shots
+    truth = int(task.query_labels[0])
+    cols = 10
+    rows = int(np.ceil(len(support) / cols))
+    fig, axes = plt.subplots(rows + 1, cols, figsize=(cols * 1.1, (rows + 1) * 1.25))
+    for a in axes.ravel():
+        a.axis("off")
+    axes[0, 0].imshow(val.images[q], cmap="gray_r", vmin=0, vmax=1)
+    axes[0, 0].set_title("query", fontsize=9)
+    axes[0, 1].text(0, 0.5, f"{task.ways}-way task: which character is the query?\n"
+                    f"green: the model's choice (right), red: its choice (wrong), blue frame: the answer",
+                    fontsize=9, va="center")
+    for k, idx in enumerate(support):
+        a = axes[1 + k // cols, k % cols]
+        a.imshow(val.images[idx], cmap="gray_r", vmin=0, vmax=1)
+        a.set_title(f"p={p[k]:.2f}", fontsize=8)
+        cls = k // task.shots
+        color = None
+        if cls == choice:
+            color = "tab:green" if choice == truth else "tab:red"
+        elif cls == truth:
+            color = "tab:blue"
+        if color:
+            a.axis("on")
+            a.set_xticks([])
+            a.set_yticks([])
+            for spine in a.spines.values():
+                spine.set_color(color)
+                spine.set_linewidth(3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return choice == truth
+
+
+def write_results(path, results, extra=None):
+    data = results_json(results)
+    data.update(extra or {})
+    path.write_text(json.dumps(data, indent=2))
