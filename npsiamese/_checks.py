@@ -11,6 +11,10 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class NonFiniteError(ValueError):
+    """An array holds NaN or infinity (bad data, or training that diverged)."""
+
+
 def check_array(x, where, name="x", ndim=None, dtype=None, shape=None, finite=True):
     """Validate one array argument and return it unchanged.
 
@@ -64,7 +68,7 @@ def check_array(x, where, name="x", ndim=None, dtype=None, shape=None, finite=Tr
         )
     if finite and not np.isfinite(x).all():
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(
+        raise NonFiniteError(
             f"{where}: {name} contains {bad} NaN or infinite value(s); "
             f"check the data or lower the learning rate."
         )

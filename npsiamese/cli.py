@@ -53,7 +53,12 @@ def build_parser():
     from . import __version__
     parser.add_argument("--version", action="version", version=f"npsiamese {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .cli_data import add_data_parser, add_evaluate_parser
+    from .cli_train import add_train_parser
+    add_train_parser(sub)
+    add_evaluate_parser(sub)
     add_gradcheck_parser(sub)
+    add_data_parser(sub)
     return parser
 
 

@@ -105,7 +105,7 @@ def plot_task(net, val, task, out_png):
             for spine in a.spines.values():
                 spine.set_color(color)
                 spine.set_linewidth(3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, hspace=0.5)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return choice == truth

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ._checks import NonFiniteError
 from .augment import distort_batch
 from .network import SiameseNetwork
 from .omniglot import load_omniglot
@@ -197,6 +198,9 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.rng = np.random.default_rng(cfg.seed)
         if cfg.batch == "groups":
+            if cfg.images_per_class < 2:
+                raise ValueError(f"train: images_per_class must be >= 2 so that a batch holds 'same' pairs, "
+                                 f"got {cfg.images_per_class}.")
             self.sampler = GroupSampler(train, cfg.classes_per_batch, cfg.images_per_class,
                                         same_alphabet=cfg.same_alphabet, rng=self.rng)
         elif cfg.batch == "pairs":
@@ -277,7 +281,11 @@ class Trainer:
         x, left, right, y, weight = self.next_batch()
         self.apply_schedule()
         self.net.zero_grad()
-        loss = self.net.pairs_loss_and_grad(x, left, right, y, weight)
+        try:
+            loss = self.net.pairs_loss_and_grad(x, left, right, y, weight)
+        except NonFiniteError:
+            # the batch is finite, so a layer refusing NaN/inf activations means training diverged
+            raise NonFiniteLoss("inf/nan (the activations overflowed)") from None
         if not math.isfinite(loss):
             raise NonFiniteLoss(loss)
         self.optimizer.step()

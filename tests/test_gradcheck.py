@@ -57,8 +57,8 @@ def test_negative_control_wrong_conv_kernel_fails(monkeypatch):
 
     original = conv.conv2d_backward
 
-    def flipped(dout, cache):
-        dx, dw, db = original(dout, cache)
+    def flipped(dout, cache, **kw):
+        dx, dw, db = original(dout, cache, **kw)
         return dx, dw[:, :, ::-1, ::-1].copy(), db
 
     monkeypatch.setattr(conv, "conv2d_backward", flipped)

@@ -1,0 +1,147 @@
+"""Training: a short run lowers the loss, resume equals an uninterrupted run, NaN stops cleanly,
+checkpoints round-trip, the CLI runs end to end. All on small synthetic Omniglot sets."""
+import json
+
+import numpy as np
+import pytest
+from conftest import build_omniglot
+
+from npsiamese.cli import main
+from npsiamese.network import SiameseNetwork
+from npsiamese.train import Trainer, config_for
+
+SMALL = dict(image_size=16, widths=(4, 8), embedding=16, classes_per_batch=4, images_per_class=3,
+             val_every=4, val_trials=5, final_trials=5, minutes=None, distort=0.5)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+    """Synthetic small1 (alphabets A, B) and small2 (A again, plus C and D, as the real sets overlap)."""
+    root = tmp_path_factory.mktemp("omniglot")
+    build_omniglot(root, "images_background_small1", {"Alpha": 6, "Beta": 6}, n_drawers=6, seed=1)
+    build_omniglot(root, "images_background_small2", {"Alpha": 6, "Gamma": 6, "Delta": 5}, n_drawers=6, seed=2)
+    return root
+
+
+@pytest.fixture
+def cfg(synthetic_data, omniglot_cache):
+    def make(**kw):
+        settings = dict(SMALL, data=str(synthetic_data))
+        settings.update(kw)
+        return config_for("tiny", **settings)
+    return make
+
+
+def test_validation_alphabets_are_not_trained_on(cfg, tmp_path):
+    t = Trainer(cfg(steps=1), out=tmp_path / "run", progress=False)
+    assert set(t.val.alphabets) == {"Gamma", "Delta"}
+    assert not set(t.val.alphabets) & set(t.train.alphabets)
+
+
+def test_a_short_run_lowers_the_loss(cfg, tmp_path):
+    t = Trainer(cfg(steps=80, lr=3e-3, distort=0.0, schedule="constant"), out=tmp_path / "run", progress=False)
+    losses = [t.step()[0] for _ in range(80)]
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
+
+
+def test_run_writes_the_run_folder(cfg, tmp_path):
+    out = tmp_path / "run"
+    state = Trainer(cfg(steps=8), out=out, progress=False).run()
+    assert state.step == 8
+    for name in ("config.json", "best.npz", "last.npz", "metrics.csv"):
+        assert (out / name).is_file(), name
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "step,pairs,loss,train_acc,val_acc,lr,seconds"
+    assert len(lines) == 1 + 8
+    # validation at steps 4 and 8
+    assert [row.split(",")[4] != "" for row in lines[1:]] == [False] * 3 + [True] + [False] * 3 + [True]
+    assert json.loads((out / "config.json").read_text())["steps"] == 8
+    best = SiameseNetwork.load(out / "best.npz")
+    assert best.image_size == 16
+
+
+def test_same_seed_same_metrics(cfg, tmp_path):
+    a = Trainer(cfg(steps=6), out=tmp_path / "a", progress=False).run()
+    b = Trainer(cfg(steps=6), out=tmp_path / "b", progress=False).run()
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    c = Trainer(cfg(steps=6, seed=1), out=tmp_path / "c", progress=False).run()
+    assert strip(c.history) != strip(a.history)
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(cfg, tmp_path, monkeypatch):
+    full = Trainer(cfg(steps=12), out=tmp_path / "full", progress=False)
+    full.run()
+
+    part = Trainer(cfg(steps=12), out=tmp_path / "part", progress=False)
+    real_step = Trainer.step
+
+    def interrupt_at_7(self):
+        if self.state.step == 6:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", interrupt_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    monkeypatch.setattr(Trainer, "step", real_step)
+    resumed = Trainer.resume(tmp_path / "part", progress=False)
+    assert resumed.state.step == 6
+    resumed.run()
+
+    assert resumed.state.step == 12
+    for (name, p, _), (_, q, _) in zip(full.net.named_parameters(), resumed.net.named_parameters()):
+        np.testing.assert_array_equal(p, q, err_msg=name)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(full.state.history) == strip(resumed.state.history)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(cfg, tmp_path, monkeypatch):
+    t = Trainer(cfg(steps=20), out=tmp_path / "run", progress=False)
+    real = t.net.pairs_loss_and_grad
+
+    def poisoned(*args, **kw):
+        loss = real(*args, **kw)
+        return float("nan") if t.state.step >= 5 else loss
+
+    t.net.pairs_loss_and_grad = poisoned
+    with pytest.raises(RuntimeError, match=r"nan at step 6.*learning rate.*last.npz \(step 4\)"):
+        t.run()
+    assert SiameseNetwork.load(tmp_path / "run" / "last.npz", return_extra=True)[1]["state"] is not None
+
+
+def test_huge_learning_rate_is_reported_not_crashed(cfg, tmp_path):
+    t = Trainer(cfg(steps=50, lr=1e30, optimizer="sgd", schedule="constant"), out=tmp_path / "run", progress=False)
+    with pytest.raises(RuntimeError, match="learning rate"):
+        t.run()
+
+
+def test_bad_settings_are_named(cfg, tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        config_for("huge")
+    with pytest.raises(ValueError, match="unknown setting"):
+        config_for("tiny", colour="red")
+    with pytest.raises(ValueError, match="optimizer"):
+        Trainer(cfg(steps=1, optimizer="rmsprop"), out=tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="every alphabet of val_set"):
+        Trainer(cfg(steps=1, val_set="small1"), out=tmp_path / "r", progress=False)
+
+
+def test_cli_train_end_to_end_and_evaluate_json(synthetic_data, omniglot_cache, tmp_path, capsys):
+    out = tmp_path / "cli_run"
+    args = ["train", "--data", str(synthetic_data), "--out", str(out), "--steps", "8", "--image-size", "16",
+            "--widths", "4,8", "--embedding", "16", "--classes-per-batch", "4", "--images-per-class", "3",
+            "--val-every", "4", "--final-trials", "5", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "model" in printed and "mhd" in printed and "pixel" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"model", "mhd", "pixel", "total_seconds"}
+    assert 0 <= results["model"]["accuracy"] <= 1
+    for png in ("curves.png", "task.png"):
+        assert (out / png).stat().st_size > 1000
+    code = main(["evaluate", "--checkpoint", str(out / "best.npz"), "--data", str(synthetic_data / "images_background_small2.zip"),
+                 "--ways", "5", "--trials", "4", "--within-alphabet", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ways"] == 5 and report["trials"] == 4 and 0 <= report["accuracy"] <= 1
