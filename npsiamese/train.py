@@ -31,7 +31,8 @@ from tqdm import tqdm
 from ._checks import NonFiniteError
 from .augment import distort_batch
 from .network import SiameseNetwork
-from .omniglot import load_omniglot
+from .download import FILES, download
+from .omniglot import DataNotFoundError, data_dir, load_omniglot
 from .oneshot import OneShotResult, make_tasks
 from .optim import SGD, Adam, cosine_learning_rate, koch_learning_rate, koch_momentum
 from .sampling import GroupSampler, PairSampler, split_alphabets
@@ -121,11 +122,23 @@ def config_for(preset="tiny", **overrides):
 # --------------------------------------------------------------------------- data
 
 
+def load_or_download(name, image_size, data=None):
+    """``load_omniglot``; a named official set that is missing is downloaded first."""
+    try:
+        return load_omniglot(name, image_size=image_size, data_dir=data)
+    except DataNotFoundError:
+        if name not in FILES:
+            raise
+        tqdm.write(f"Omniglot set {name!r} is not in {data_dir(data)}: downloading the official file")
+        download(name, dest_dir=data)
+        return load_omniglot(name, image_size=image_size, data_dir=data)
+
+
 def load_data(cfg):
     """(train, val) Omniglot sets at ``cfg.image_size`` with disjoint alphabets."""
-    train = load_omniglot(cfg.train_set, image_size=cfg.image_size, data_dir=cfg.data)
+    train = load_or_download(cfg.train_set, cfg.image_size, cfg.data)
     if cfg.val_set:
-        val = load_omniglot(cfg.val_set, image_size=cfg.image_size, data_dir=cfg.data)
+        val = load_or_download(cfg.val_set, cfg.image_size, cfg.data)
         keep = ~np.isin(np.array(val.alphabets)[val.alphabet], train.alphabets)
         if not keep.any():
             raise ValueError(f"train: every alphabet of val_set {cfg.val_set!r} is in train_set "

@@ -145,3 +145,23 @@ def test_cli_train_end_to_end_and_evaluate_json(synthetic_data, omniglot_cache, 
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ways"] == 5 and report["trials"] == 4 and 0 <= report["accuracy"] <= 1
+
+
+def test_missing_named_set_is_downloaded(synthetic_data, omniglot_cache, tmp_path, monkeypatch):
+    """A fresh install has no data: the trainer fetches the official file, then loads it."""
+    import shutil
+
+    import npsiamese.train as train_mod
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fetched = []
+
+    def fake_download(name, dest_dir=None):
+        fetched.append(name)
+        stem = {"small1": "images_background_small1", "small2": "images_background_small2"}[name]
+        shutil.copy(synthetic_data / f"{stem}.zip", empty / f"{stem}.zip")
+
+    monkeypatch.setattr(train_mod, "download", fake_download)
+    t = Trainer(config_for("tiny", **dict(SMALL, data=str(empty), steps=1)), out=tmp_path / "run", progress=False)
+    assert fetched == ["small1", "small2"]
+    assert set(t.val.alphabets) == {"Gamma", "Delta"}
