@@ -1,0 +1,325 @@
+"""2-D convolution: im2col loop kernels plus one BLAS matrix multiply.
+
+A convolution is a matrix multiply in disguise. Copy every receptive field of
+the (padded) input into one column of a matrix ``cols`` ("im2col"); then every
+output pixel is the dot product of one filter with one column::
+
+    out_rows = w.reshape(F, K) @ cols              (F, K) @ (K, N*P) -> (F, N*P)
+
+with ``K = C*HH*WW`` numbers per receptive field and ``P = H_out*W_out``
+output pixels per image. The two loop kernels below only move data (im2col and
+its adjoint col2im); all the arithmetic is one call to NumPy's ``@``, which is
+BLAS. The same trick gives both gradients::
+
+    dw    = dout_rows @ cols.T                     (F, N*P) @ (N*P, K) -> (F, K)
+    dcols = w.reshape(F, K).T @ dout_rows          (K, F) @ (F, N*P) -> (K, N*P)
+    dx    = col2im(dcols)        (each column added back where it was copied from)
+
+``cols`` is large (K*P numbers per image: 22 MB for one image of the Koch
+net's second layer), so the wrappers work through the batch a chunk of images
+at a time, reuse one scratch buffer, and recompute ``cols`` in the backward
+pass instead of keeping it. One big matrix multiply per chunk (rather than one
+per image) keeps BLAS efficient and its threads in step.
+The slow, obviously-correct versions are in ``npsiamese.reference``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._checks import check_array, check_positive_int, pair
+from .base import Layer
+
+# Scratch memory per chunk of images (cols plus the GEMM output), in bytes.
+_CHUNK_BYTES = 32 * 2**20
+
+
+# --------------------------------------------------------------------------- kernels
+# cache=True: compiled once per dtype and kept on disk (Numba can cache parallel
+#   functions; the thread count is read at call time, not baked into the cache).
+# fastmath=False: these kernels only copy and add, so it would buy nothing.
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _im2col_kernel(xp, HH, WW, stride_h, stride_w, cols):
+    """Kernel for ``conv2d_forward``/``conv2d_backward``: fill ``cols`` from ``xp``.
+
+    cols[(c, kh, kw), (n, i, j)] = xp[n, c, i*stride_h + kh, j*stride_w + kw]
+    """
+    N, C, Hp, Wp = xp.shape
+    H_out = (Hp - HH) // stride_h + 1
+    W_out = (Wp - WW) // stride_w + 1
+    P = H_out * W_out
+    for n in prange(N):  # image n writes only columns n*P ... n*P + P - 1
+        for c in range(C):
+            for kh in range(HH):
+                for kw in range(WW):
+                    k = (c * HH + kh) * WW + kw  # row of cols for this filter tap
+                    for i in range(H_out):
+                        r = i * stride_h + kh
+                        p0 = n * P + i * W_out
+                        for j in range(W_out):
+                            cols[k, p0 + j] = xp[n, c, r, j * stride_w + kw]
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _col2im_kernel(dcols, HH, WW, stride_h, stride_w, dxp):
+    """Kernel for ``conv2d_backward``: the adjoint of ``_im2col_kernel``.
+
+    dxp[n, c, i*stride_h + kh, j*stride_w + kw] += dcols[(c, kh, kw), (n, i, j)]
+    (``+=`` because overlapping receptive fields share input pixels).
+    """
+    N, C, Hp, Wp = dxp.shape
+    H_out = (Hp - HH) // stride_h + 1
+    W_out = (Wp - WW) // stride_w + 1
+    P = H_out * W_out
+    for n in prange(N):  # image n writes only dxp[n]
+        for c in range(C):
+            for kh in range(HH):
+                for kw in range(WW):
+                    k = (c * HH + kh) * WW + kw
+                    for i in range(H_out):
+                        r = i * stride_h + kh
+                        p0 = n * P + i * W_out
+                        for j in range(W_out):
+                            dxp[n, c, r, j * stride_w + kw] += dcols[k, p0 + j]
+
+
+# --------------------------------------------------------------------------- functions
+class Conv2DCache(NamedTuple):
+    """What ``conv2d_backward`` needs from the forward pass."""
+
+    x_padded: np.ndarray  # (N, C, H + 2*pad_h, W + 2*pad_w); x itself when pad is 0
+    w: np.ndarray         # (F, C, HH, WW), the weights used (a reference, not a copy)
+    stride: tuple         # (stride_h, stride_w)
+    pad: tuple            # (pad_h, pad_w)
+
+
+def conv_output_size(H, W, HH, WW, stride, pad, where="conv2d"):
+    """Return ``(H_out, W_out)``; raise ValueError if the kernel does not fit.
+
+    H_out = (H + 2*pad_h - HH) // stride_h + 1, and the same for W.
+    """
+    (stride_h, stride_w), (pad_h, pad_w) = stride, pad
+    if HH > H + 2 * pad_h or WW > W + 2 * pad_w:
+        raise ValueError(
+            f"{where}: kernel {HH}x{WW} is larger than the padded input "
+            f"{H + 2 * pad_h}x{W + 2 * pad_w} (input {H}x{W}, pad {tuple(pad)}). "
+            f"Use a larger input, more padding or a smaller kernel."
+        )
+    return (H + 2 * pad_h - HH) // stride_h + 1, (W + 2 * pad_w - WW) // stride_w + 1
+
+
+def _pad(x, pad_h, pad_w):
+    """Zero-pad the two spatial axes of ``x`` (N, C, H, W)."""
+    if pad_h == 0 and pad_w == 0:
+        return x
+    N, C, H, W = x.shape
+    xp = np.zeros((N, C, H + 2 * pad_h, W + 2 * pad_w), dtype=x.dtype)
+    xp[:, :, pad_h:pad_h + H, pad_w:pad_w + W] = x
+    return xp
+
+
+def _chunk_size(N, K, F, P, itemsize):
+    """Images per chunk: scratch within _CHUNK_BYTES, but at least one image per thread."""
+    per_image = (K + F) * P * itemsize  # its columns of cols and of the GEMM output
+    return max(1, min(N, max(numba.get_num_threads(), _CHUNK_BYTES // per_image)))
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward"):
+    """Forward pass of a 2-D convolution (cross-correlation, as in PyTorch).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Input images, float32 or float64, C-contiguous, finite.
+    w : ndarray, shape (F, C, HH, WW)
+        Filters, same dtype as ``x``.
+    b : ndarray, shape (F,)
+        Biases, same dtype as ``x``.
+    stride : int or (int, int)
+        Step ``(stride_h, stride_w)`` between receptive fields.
+    pad : int or (int, int)
+        Zeros ``(pad_h, pad_w)`` added on each side of H and W.
+    where : str
+        Name used in error messages (layers pass e.g. ``"Conv2D.forward"``).
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H_out, W_out)
+        ``H_out = (H + 2*pad_h - HH) // stride_h + 1``, likewise ``W_out``.
+    cache : Conv2DCache
+        Padded input, weights, stride and pad, for ``conv2d_backward``.
+
+    Notes
+    -----
+    With ``xp`` the zero-padded input, each output pixel is a dot product::
+
+        out[n, f, i, j] = b[f] + sum over (c, kh, kw) of
+                          w[f, c, kh, kw] * xp[n, c, i*stride_h + kh, j*stride_w + kw]
+
+    computed chunk by chunk as ``w.reshape(F, K) @ cols + b`` with ``cols``
+    from im2col, ``K = C*HH*WW``.
+    """
+    stride = pair(stride, where, "stride")
+    pad = pair(pad, where, "pad", minimum=0)
+    check_array(w, where, "w", ndim=4)
+    F, C, HH, WW = w.shape
+    check_array(x, where, "x", ndim=4, dtype=w.dtype, shape=(None, C, None, None))
+    check_array(b, where, "b", ndim=1, dtype=w.dtype, shape=(F,))
+    N, _, H, W = x.shape
+    H_out, W_out = conv_output_size(H, W, HH, WW, stride, pad, where)
+    K, P = C * HH * WW, H_out * W_out
+
+    x_padded = _pad(x, *pad)
+    w_rows = w.reshape(F, K)  # one filter per row
+    out = np.empty((N, F, H_out, W_out), dtype=x.dtype)
+    chunk = _chunk_size(N, K, F, P, x.itemsize)
+    cols_buf = np.empty(chunk * K * P, dtype=x.dtype)  # scratch, reused for every chunk
+    out_buf = np.empty(chunk * F * P, dtype=x.dtype)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        n = stop - start
+        cols = cols_buf[: K * n * P].reshape(K, n * P)
+        _im2col_kernel(x_padded[start:stop], HH, WW, stride[0], stride[1], cols)
+        # (F, K) @ (K, n*P) -> (F, n*P): every output pixel of n images at once
+        out_rows = np.matmul(w_rows, cols, out=out_buf[: F * n * P].reshape(F, n * P))
+        # back to (n, F, H_out, W_out), adding the bias in the same pass
+        np.add(out_rows.reshape(F, n, H_out, W_out).transpose(1, 0, 2, 3),
+               b[:, None, None], out=out[start:stop])
+    return out, Conv2DCache(x_padded, w, stride, pad)
+
+
+def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backward"):
+    """Backward pass of ``conv2d_forward``.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H_out, W_out)
+        Upstream gradient dL/dout, same dtype as the forward input.
+    cache : Conv2DCache
+        From ``conv2d_forward``.
+    needs_input_grad : bool
+        If False, skip ``dx`` (returned as None): the first layer's input is
+        data, so its gradient is never used (PyTorch skips it too).
+    where : str
+        Name used in error messages.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None
+    dw : ndarray, shape (F, C, HH, WW)
+    db : ndarray, shape (F,)
+
+    Notes
+    -----
+    Differentiating the forward sum term by term::
+
+        db[f]             = sum over (n, i, j) of dout[n, f, i, j]
+        dw[f, c, kh, kw]  = sum over (n, i, j) of dout[n, f, i, j] * xp[n, c, i*s_h + kh, j*s_w + kw]
+        dxp[n, c, i*s_h + kh, j*s_w + kw] += sum over f of w[f, c, kh, kw] * dout[n, f, i, j]
+
+    and ``dx`` is ``dxp`` with the padding cut off. In matrix form, per chunk,
+    ``dw += dout_rows @ cols.T`` and ``dcols = w_rows.T @ dout_rows`` followed
+    by col2im, where ``dout_rows`` is ``dout`` laid out as (F, n*P).
+    """
+    x_padded, w, stride, pad = cache
+    N, C, Hp, Wp = x_padded.shape
+    F, _, HH, WW = w.shape
+    H_out, W_out = conv_output_size(Hp, Wp, HH, WW, stride, (0, 0), where)
+    check_array(dout, where, "dout", ndim=4, dtype=w.dtype, shape=(N, F, H_out, W_out))
+    K, P = C * HH * WW, H_out * W_out
+
+    db = dout.sum(axis=(0, 2, 3))
+    w_rows = w.reshape(F, K)
+    dw_rows = np.zeros((F, K), dtype=w.dtype)
+    dx_padded = np.zeros_like(x_padded) if needs_input_grad else None
+    chunk = _chunk_size(N, K, F, P, w.itemsize)
+    cols_buf = np.empty(chunk * K * P, dtype=w.dtype)
+    dout_buf = np.empty(chunk * F * P, dtype=w.dtype)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        n = stop - start
+        cols = cols_buf[: K * n * P].reshape(K, n * P)
+        _im2col_kernel(x_padded[start:stop], HH, WW, stride[0], stride[1], cols)
+        # dout of these n images as rows (F, n*P), matching the columns of cols
+        dout_rows = dout_buf[: F * n * P].reshape(F, n * P)
+        dout_rows.reshape(F, n, H_out, W_out)[...] = dout[start:stop].transpose(1, 0, 2, 3)
+        dw_rows += dout_rows @ cols.T  # (F, n*P) @ (n*P, K) -> (F, K)
+        if needs_input_grad:
+            # (K, F) @ (F, n*P) -> (K, n*P), written over cols (no longer needed)
+            dcols = np.matmul(w_rows.T, dout_rows, out=cols)
+            _col2im_kernel(dcols, HH, WW, stride[0], stride[1], dx_padded[start:stop])
+
+    dx = dx_padded
+    pad_h, pad_w = pad
+    if needs_input_grad and (pad_h or pad_w):
+        dx = np.ascontiguousarray(dx_padded[:, :, pad_h:Hp - pad_h, pad_w:Wp - pad_w])
+    return dx, dw_rows.reshape(w.shape), db
+
+
+# --------------------------------------------------------------------------- layer
+class Conv2D(Layer):
+    """2-D convolution layer: ``F`` filters of size ``C x HH x WW``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        ``C`` and ``F``.
+    kernel_size, stride : int or (int, int)
+        ``(HH, WW)`` and ``(stride_h, stride_w)``.
+    pad : int or (int, int)
+        Zeros added on each side, ``(pad_h, pad_w)``.
+    dtype : float32 or float64
+    needs_input_grad : bool
+        False for a first layer: ``backward`` then skips ``dx`` (returns None),
+        which its data input never needs.
+
+    Attributes
+    ----------
+    params, grads : dict
+        ``"w"``: (F, C, HH, WW) and ``"b"``: (F,). Parameters start at zero;
+        the network initialises them.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad=0,
+                 dtype=np.float32, needs_input_grad=True):
+        super().__init__(dtype)
+        self.needs_input_grad = bool(needs_input_grad)
+        self.in_channels = check_positive_int(in_channels, "Conv2D", "in_channels")
+        self.out_channels = check_positive_int(out_channels, "Conv2D", "out_channels")
+        self.kernel_size = pair(kernel_size, "Conv2D", "kernel_size")
+        self.stride = pair(stride, "Conv2D", "stride")
+        self.pad = pair(pad, "Conv2D", "pad", minimum=0)
+        self._add_param("w", (self.out_channels, self.in_channels, *self.kernel_size))
+        self._add_param("b", (self.out_channels,))
+
+    def forward(self, x):
+        """x: (N, C, H, W) -> out: (N, F, H_out, W_out)."""
+        out, self.cache = conv2d_forward(x, self.params["w"], self.params["b"],
+                                         self.stride, self.pad, where="Conv2D.forward")
+        return out
+
+    def backward(self, dout):
+        """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W); adds into grads["w"], grads["b"]."""
+        cache = self._need_cache()
+        dx, dw, db = conv2d_backward(dout, cache, needs_input_grad=self.needs_input_grad,
+                                     where="Conv2D.backward")
+        self.grads["w"] += dw
+        self.grads["b"] += db
+        return dx
+
+    def output_shape(self, input_shape):
+        """(C, H, W) -> (F, H_out, W_out)."""
+        C, H, W = input_shape
+        if C != self.in_channels:
+            raise ValueError(f"Conv2D: input has {C} channels, the layer expects {self.in_channels}.")
+        H_out, W_out = conv_output_size(H, W, *self.kernel_size, self.stride, self.pad, "Conv2D")
+        return (self.out_channels, H_out, W_out)
+
+    def __repr__(self):
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, pad={self.pad}, dtype={self.dtype.name}"
+                + ("" if self.needs_input_grad else ", needs_input_grad=False") + ")")

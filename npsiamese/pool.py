@@ -1,0 +1,195 @@
+"""2-D max pooling: one loop kernel for each direction.
+
+Forward takes the largest value of every ``pool_h x pool_w`` window and
+remembers *where* it was (the arg-max, as a flat index ``row*W + col`` into
+the image plane). Only that input pixel influenced the output, so backward
+sends each upstream gradient back to it and every other pixel gets zero::
+
+    dx[n, c, argmax[n, c, i, j]] += dout[n, c, i, j]
+
+The ``+=`` matters when windows overlap (stride < pool size): one pixel can be
+the maximum of several windows and then receives the sum of their gradients.
+The slow, obviously-correct versions are in ``npsiamese.reference``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from ._checks import check_array, pair
+from .base import Layer
+
+
+# --------------------------------------------------------------------------- kernels
+# cache=True: compiled once per dtype and kept on disk (Numba can cache parallel
+#   functions; the thread count is read at call time, not baked into the cache).
+# fastmath=False: the comparisons must keep exact IEEE semantics (fastmath's
+#   "no NaN" assumption would let the compiler reorder or drop them).
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _maxpool_forward_kernel(x, pool_h, pool_w, stride_h, stride_w, out, argmax):
+    """Kernel for ``maxpool2d_forward``: window maxima and their flat positions."""
+    N, C, H, W = x.shape
+    H_out, W_out = out.shape[2], out.shape[3]
+    for n in prange(N):  # image n writes only out[n] and argmax[n]
+        for c in range(C):
+            for i in range(H_out):
+                for j in range(W_out):
+                    r0, c0 = i * stride_h, j * stride_w  # top-left corner of the window
+                    best = x[n, c, r0, c0]
+                    best_at = r0 * W + c0
+                    for kh in range(pool_h):
+                        for kw in range(pool_w):
+                            v = x[n, c, r0 + kh, c0 + kw]
+                            if v > best:  # strict: on ties the first maximum wins
+                                best = v
+                                best_at = (r0 + kh) * W + c0 + kw
+                    out[n, c, i, j] = best
+                    argmax[n, c, i, j] = best_at
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _maxpool_backward_kernel(dout, argmax, dx_flat):
+    """Kernel for ``maxpool2d_backward``: dx_flat[n, c, argmax] += dout."""
+    N, C, H_out, W_out = dout.shape
+    for n in prange(N):  # image n writes only dx_flat[n]
+        for c in range(C):
+            for i in range(H_out):
+                for j in range(W_out):
+                    dx_flat[n, c, argmax[n, c, i, j]] += dout[n, c, i, j]
+
+
+# --------------------------------------------------------------------------- functions
+class MaxPool2DCache(NamedTuple):
+    """What ``maxpool2d_backward`` needs from the forward pass."""
+
+    x_shape: tuple       # (N, C, H, W)
+    argmax: np.ndarray   # (N, C, H_out, W_out) int32, flat index row*W + col of each maximum
+
+
+def pool_output_size(H, W, pool_size, stride, where="maxpool2d"):
+    """Return ``(H_out, W_out)``; raise ValueError if the window does not fit.
+
+    H_out = (H - pool_h) // stride_h + 1, and the same for W (no padding).
+    """
+    (pool_h, pool_w), (stride_h, stride_w) = pool_size, stride
+    if pool_h > H or pool_w > W:
+        raise ValueError(
+            f"{where}: pool window {pool_h}x{pool_w} is larger than the input {H}x{W}. "
+            f"Use a smaller pool_size or remove a pooling layer."
+        )
+    return (H - pool_h) // stride_h + 1, (W - pool_w) // stride_w + 1
+
+
+def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward"):
+    """Forward pass of 2-D max pooling (no padding).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Input, float32 or float64, C-contiguous, finite.
+    pool_size : int or (int, int)
+        Window ``(pool_h, pool_w)``.
+    stride : int or (int, int), optional
+        Step ``(stride_h, stride_w)`` between windows; defaults to ``pool_size``.
+    where : str
+        Name used in error messages (layers pass e.g. ``"MaxPool2D.forward"``).
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H_out, W_out)
+        ``H_out = (H - pool_h) // stride_h + 1``, likewise ``W_out``; rows or
+        columns that do not fill a whole window are dropped.
+    cache : MaxPool2DCache
+        Input shape and the arg-max of every window.
+
+    Notes
+    -----
+    ::
+
+        out[n, c, i, j] = max over (kh, kw) of x[n, c, i*stride_h + kh, j*stride_w + kw]
+
+    The arg-max is the first maximum in row-major window order.
+    """
+    pool_size = pair(pool_size, where, "pool_size")
+    stride = pool_size if stride is None else pair(stride, where, "stride")
+    check_array(x, where, "x", ndim=4)
+    N, C, H, W = x.shape
+    H_out, W_out = pool_output_size(H, W, pool_size, stride, where)
+    out = np.empty((N, C, H_out, W_out), dtype=x.dtype)
+    argmax = np.empty((N, C, H_out, W_out), dtype=np.int32)
+    _maxpool_forward_kernel(x, pool_size[0], pool_size[1], stride[0], stride[1], out, argmax)
+    return out, MaxPool2DCache(x.shape, argmax)
+
+
+def maxpool2d_backward(dout, cache, *, where="maxpool2d_backward"):
+    """Backward pass of ``maxpool2d_forward``.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C, H_out, W_out)
+        Upstream gradient dL/dout.
+    cache : MaxPool2DCache
+        From ``maxpool2d_forward``.
+    where : str
+        Name used in error messages.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+        Zero except at the arg-max of each window.
+
+    Notes
+    -----
+    The derivative of a max is 1 for the winning input and 0 for the others::
+
+        dx[n, c, argmax[n, c, i, j]] += dout[n, c, i, j]   (flat index into the H*W plane)
+    """
+    x_shape, argmax = cache
+    N, C, H, W = x_shape
+    check_array(dout, where, "dout", ndim=4, shape=argmax.shape)
+    dx = np.zeros((N, C, H, W), dtype=dout.dtype)
+    _maxpool_backward_kernel(dout, argmax, dx.reshape(N, C, H * W))
+    return dx
+
+
+# --------------------------------------------------------------------------- layer
+class MaxPool2D(Layer):
+    """2-D max-pooling layer; no parameters.
+
+    Parameters
+    ----------
+    pool_size : int or (int, int)
+        Window ``(pool_h, pool_w)``.
+    stride : int or (int, int), optional
+        Defaults to ``pool_size`` (non-overlapping windows).
+    dtype : float32 or float64
+    """
+
+    def __init__(self, pool_size=2, stride=None, dtype=np.float32):
+        super().__init__(dtype)
+        self.pool_size = pair(pool_size, "MaxPool2D", "pool_size")
+        self.stride = self.pool_size if stride is None else pair(stride, "MaxPool2D", "stride")
+
+    def forward(self, x):
+        """x: (N, C, H, W) -> out: (N, C, H_out, W_out)."""
+        check_array(x, "MaxPool2D.forward", "x", ndim=4, dtype=self.dtype, finite=False)
+        out, self.cache = maxpool2d_forward(x, self.pool_size, self.stride,
+                                            where="MaxPool2D.forward")
+        return out
+
+    def backward(self, dout):
+        """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W)."""
+        cache = self._need_cache()
+        check_array(dout, "MaxPool2D.backward", "dout", ndim=4, dtype=self.dtype, finite=False)
+        return maxpool2d_backward(dout, cache, where="MaxPool2D.backward")
+
+    def output_shape(self, input_shape):
+        """(C, H, W) -> (C, H_out, W_out)."""
+        C, H, W = input_shape
+        return (C, *pool_output_size(H, W, self.pool_size, self.stride, "MaxPool2D"))
+
+    def __repr__(self):
+        return f"MaxPool2D(pool_size={self.pool_size}, stride={self.stride}, dtype={self.dtype.name})"
