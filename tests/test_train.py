@@ -110,6 +110,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert SiameseNetwork.load(tmp_path / "run" / "last.npz", return_extra=True)[1]["state"] is not None
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 def test_huge_learning_rate_is_reported_not_crashed(cfg, tmp_path):
     t = Trainer(cfg(steps=50, lr=1e30, optimizer="sgd", schedule="constant"), out=tmp_path / "run", progress=False)
     with pytest.raises(RuntimeError, match="learning rate"):
