@@ -225,3 +225,19 @@ def distort_batch(images, rng, p=0.5):
     """
     check_array(images, "distort_batch", "images", ndim=3, dtype=np.float32)
     return distort(images, sample_affine_params(images.shape[0], rng, images.shape[-1], p))
+
+
+def dihedral(images, t):
+    """Apply the symmetry ``t`` (0..7) of the square to images (N, S, S): t % 4 quarter turns, mirrored if t >= 4.
+
+    ``t`` is an int, or an int array (N,) with one symmetry per image.
+    Returns a new contiguous array.
+    """
+    t = np.broadcast_to(np.asarray(t), (images.shape[0],))
+    if t.size and (t.min() < 0 or t.max() > 7):
+        raise ValueError(f"dihedral: t must be in 0..7, got values in [{t.min()}, {t.max()}].")
+    out = np.empty_like(images)
+    for n in range(images.shape[0]):
+        img = np.rot90(images[n], k=int(t[n]) % 4)
+        out[n] = img[:, ::-1] if t[n] >= 4 else img
+    return out

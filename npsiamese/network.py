@@ -52,7 +52,7 @@ def koch_tower():
             ["flatten", {}], ["dense", {"units": 4096}], ["sigmoid", {}]]
 
 
-def compact_tower(widths=(32, 64, 64, 64), embedding=256, activation="sigmoid"):
+def compact_tower(widths=(64, 64, 64, 64), embedding=128, activation="none"):
     """A small net that trains on a CPU at 28-52 px: blocks of Conv 3x3 (pad 1), ReLU, MaxPool 2x2."""
     spec = []
     for f in widths:

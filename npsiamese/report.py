@@ -1,21 +1,19 @@
 """After training: the final one-shot evaluation next to the baselines, and the plots.
 
-Plots use matplotlib's Agg backend (files only, no window), so they work on a
-server and in the tests.
+Plots are drawn on ``matplotlib.figure.Figure`` objects and saved to PNG
+files: no pyplot, no window and no backend change, so they work on a server,
+in the tests and inside a notebook alike.
 """
 from __future__ import annotations
 
 import csv
 import json
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .baselines import get_baseline  # noqa: E402
-from .oneshot import evaluate_tasks  # noqa: E402
+from .baselines import get_baseline
+from .oneshot import evaluate_tasks
 
 FINAL_SEED = 2015  # the final task list does not depend on the training seed: runs compare on the same tasks
 
@@ -54,7 +52,8 @@ def plot_curves(metrics_csv, out_png):
     pairs = np.array([float(r["pairs"]) for r in rows])
     loss = np.array([float(r["loss"]) for r in rows])
     val = [(float(r["pairs"]), float(r["val_acc"])) for r in rows if r["val_acc"] != ""]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(pairs, loss, color="tab:blue")
     a1.set(xlabel="training pairs", ylabel="loss (running mean)", title="Training loss")
     if val:
@@ -65,7 +64,6 @@ def plot_curves(metrics_csv, out_png):
         a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
 
 
 def plot_task(net, val, task, out_png):
@@ -80,7 +78,8 @@ def plot_task(net, val, task, out_png):
     truth = int(task.query_labels[0])
     cols = 10
     rows = int(np.ceil(len(support) / cols))
-    fig, axes = plt.subplots(rows + 1, cols, figsize=(cols * 1.1, (rows + 1) * 1.25))
+    fig = Figure(figsize=(cols * 1.1, (rows + 1) * 1.25))
+    axes = fig.subplots(rows + 1, cols)
     for a in axes.ravel():
         a.axis("off")
     axes[0, 0].imshow(val.images[q], cmap="gray_r", vmin=0, vmax=1)
@@ -107,7 +106,6 @@ def plot_task(net, val, task, out_png):
                 spine.set_linewidth(3)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, hspace=0.5)
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
     return choice == truth
 
 

@@ -198,41 +198,53 @@ class PairSampler:
 
 
 class GroupSampler:
-    """P x K batches: ``classes_per_batch`` characters with ``images_per_class`` images each.
+    """P x K batches: ``classes_per_batch`` classes with ``images_per_class`` images each.
 
-    Every pair of images inside such a batch is a training pair (same
-    character: label 1, else 0), so one tower pass over P*K images yields
-    P*K*(P*K-1)/2 pairs (see :mod:`npsiamese.train`).
+    Every pair of images inside such a batch is a training pair (same class:
+    label 1, else 0), so one tower pass over P*K images yields P*K*(P*K-1)/2
+    pairs (see :mod:`npsiamese.train`).
 
     Parameters
     ----------
     dataset : Omniglot
     classes_per_batch : int
-        P, the characters per batch.
+        P, the classes per batch.
     images_per_class : int
-        K, distinct images drawn per character (every character needs >= K).
+        K, distinct images drawn per class (every character needs >= K).
     same_alphabet : bool
-        Take the P characters from one random alphabet (hard batches); an
-        alphabet with fewer than P characters gives all of its characters, so
-        its batch is smaller. Else draw them from the whole set.
+        Take the P classes from one random alphabet (chosen with probability
+        proportional to its number of characters): hard batches, like a
+        within-alphabet test task. An alphabet with fewer than P classes gives
+        all of them, so its batch is smaller. Else draw from the whole set.
+    symmetries : 1 or 8
+        With 8, a class is a (character, symmetry) pair: one of the 8 rotations
+        by multiples of 90 degrees and their mirror images (the dihedral group
+        D4, see :func:`npsiamese.augment.dihedral`). A mirrored or rotated
+        character is a new character, so a small training set gets 8 times as
+        many classes; two symmetries of one character are a "different" pair.
     rng : numpy.random.Generator, optional
         Shared generator; default ``numpy.random.default_rng(seed)``.
     """
 
-    def __init__(self, dataset, classes_per_batch, images_per_class, same_alphabet=True, rng=None, seed=0):
+    def __init__(self, dataset, classes_per_batch, images_per_class, same_alphabet=True, symmetries=1,
+                 rng=None, seed=0):
         where = "GroupSampler"
         self.classes_per_batch = check_positive_int(classes_per_batch, where, "classes_per_batch", minimum=2)
         self.images_per_class = check_positive_int(images_per_class, where, "images_per_class")
+        if symmetries not in (1, 8):
+            raise ValueError(f"{where}: symmetries must be 1 (none) or 8 (rotations and flips), got {symmetries!r}.")
+        self.symmetries = symmetries
         self.same_alphabet = bool(same_alphabet)
         self.rng = np.random.default_rng(seed) if rng is None else rng
         n_chars = len(dataset.characters)
         self._images, self._img_start, self._img_count = _groups(dataset.character, n_chars)
         self._chars, self._chr_start, self._chr_count = _groups(dataset.character_alphabet,
                                                                 len(dataset.alphabets))
+        self._alphabet_p = self._chr_count / self._chr_count.sum()
         if self._img_count.min() < self.images_per_class:
             raise ValueError(f"{where}: images_per_class={images_per_class} but some characters have only "
                              f"{self._img_count.min()} images; lower images_per_class.")
-        if not self.same_alphabet and n_chars < self.classes_per_batch:
+        if not self.same_alphabet and n_chars * symmetries < self.classes_per_batch:
             raise ValueError(f"{where}: classes_per_batch={classes_per_batch} but the set has {n_chars} "
                              f"characters.")
 
@@ -242,18 +254,22 @@ class GroupSampler:
         Returns
         -------
         idx : numpy.ndarray, shape (P*K,), int64
-            Image indices into the dataset, grouped by character.
+            Image indices into the dataset, grouped by class.
         labels : numpy.ndarray, shape (P*K,), int64
-            Position of each image's character in the batch, 0..P-1.
+            Position of each image's class in the batch, 0..P-1.
+        symmetry : numpy.ndarray, shape (P*K,), int64
+            The D4 element (0..7) to apply to each image; all 0 when symmetries=1.
         """
-        rng = self.rng
+        rng, T = self.rng, self.symmetries
         if self.same_alphabet:
-            a = rng.integers(self._chr_count.size)
+            a = rng.choice(self._alphabet_p.size, p=self._alphabet_p)
             group = self._chars[self._chr_start[a]:self._chr_start[a] + self._chr_count[a]]
         else:
             group = np.arange(self._img_count.size)
-        chars = rng.choice(group, size=min(self.classes_per_batch, group.size), replace=False)
+        # class k of the group is character group[k // T] seen through symmetry k % T
+        classes = rng.choice(group.size * T, size=min(self.classes_per_batch, group.size * T), replace=False)
+        chars, sym = group[classes // T], classes % T
         idx = [self._images[self._img_start[c] + rng.choice(self._img_count[c], self.images_per_class,
                                                             replace=False)] for c in chars]
-        labels = np.repeat(np.arange(chars.size), self.images_per_class)
-        return np.concatenate(idx), labels
+        K = self.images_per_class
+        return np.concatenate(idx), np.repeat(np.arange(chars.size), K), np.repeat(sym, K)

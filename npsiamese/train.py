@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._checks import NonFiniteError
-from .augment import distort_batch
+from .augment import dihedral, distort_batch
 from .network import SiameseNetwork
 from .download import FILES, download
 from .omniglot import DataNotFoundError, data_dir, load_omniglot
@@ -46,24 +46,25 @@ class TrainConfig:
     train_set: str = "small1"          # small1 | small2 | background | a path
     val_set: str | None = "small2"     # validate on the alphabets of this set that train_set lacks
     val_alphabets: int = 0             # or: hold out this many (seeded) alphabets of train_set
-    image_size: int = 28
+    image_size: int = 35
     # model
     arch: str = "compact"
-    widths: tuple = (32, 64, 64, 64)   # compact net only
-    embedding: int = 256               # compact net only
-    activation: str = "sigmoid"        # compact net only: sigmoid | relu | none
+    widths: tuple = (64, 64, 64, 64)   # compact net only
+    embedding: int = 128               # compact net only
+    activation: str = "none"           # compact net only: none | relu | sigmoid
     init: str = "he"
     # batches
     batch: str = "groups"              # groups | pairs
     classes_per_batch: int = 16        # groups: P
     images_per_class: int = 4          # groups: K
     same_alphabet: bool = True         # groups: the P characters come from one alphabet
+    symmetries: int = 1                # groups: 8 = rotated/mirrored characters are new classes
     batch_pairs: int = 128             # pairs: pairs per step
     hard_negatives: float = 0.5        # pairs: share of different pairs from one alphabet
     distort: float = 0.5               # probability of each affine component (0 = no distortion)
     # optimiser
     optimizer: str = "adam"            # adam | sgd
-    lr: float = 1e-3
+    lr: float = 3e-3
     momentum: float = 0.9              # sgd: final momentum (koch schedule ramps up to it)
     weight_decay: float = 0.0
     schedule: str = "cosine"           # cosine | koch | constant
@@ -100,8 +101,8 @@ class TrainConfig:
 
 
 PRESETS = {
-    "tiny": dict(preset="tiny", train_set="small1", val_set="small2", image_size=28, minutes=3.5),
-    "full": dict(preset="full", train_set="background", val_set=None, val_alphabets=5, image_size=28,
+    "tiny": dict(preset="tiny", train_set="small1", val_set="small2", minutes=3.5, symmetries=8, distort=1.0),
+    "full": dict(preset="full", train_set="background", val_set=None, val_alphabets=5,
                  minutes=55.0, val_every=500),
     "koch": dict(preset="koch", train_set="background", val_set=None, val_alphabets=10, image_size=105,
                  arch="koch", init="koch", batch="pairs", batch_pairs=128, hard_negatives=0.0,
@@ -215,7 +216,7 @@ class Trainer:
                 raise ValueError(f"train: images_per_class must be >= 2 so that a batch holds 'same' pairs, "
                                  f"got {cfg.images_per_class}.")
             self.sampler = GroupSampler(train, cfg.classes_per_batch, cfg.images_per_class,
-                                        same_alphabet=cfg.same_alphabet, rng=self.rng)
+                                        same_alphabet=cfg.same_alphabet, symmetries=cfg.symmetries, rng=self.rng)
         elif cfg.batch == "pairs":
             self.sampler = PairSampler(train, hard_negative_fraction=cfg.hard_negatives, seed=cfg.seed)
             self.sampler.rng = self.rng  # one generator for everything: one state to save
@@ -273,8 +274,9 @@ class Trainer:
     def next_batch(self):
         """Images (B, 1, S, S) float32, pair indices, labels and weights for one step."""
         c = self.cfg
+        symmetry = None
         if c.batch == "groups":
-            idx, labels = self.sampler.sample()
+            idx, labels, symmetry = self.sampler.sample()
             left, right = np.triu_indices(idx.size, k=1)
             y = (labels[left] == labels[right]).astype(np.float32)
             n_same = y.sum()
@@ -286,6 +288,8 @@ class Trainer:
             left, right = np.arange(i.size), np.arange(i.size, 2 * i.size)
             weight = None
         x = self.train.images[idx]
+        if symmetry is not None and symmetry.any():
+            x = dihedral(x, symmetry)
         if c.distort > 0:
             x = distort_batch(np.ascontiguousarray(x, dtype=np.float32), self.rng, p=c.distort)
         return np.ascontiguousarray(x[:, None], dtype=np.float32), left, right, y, weight
@@ -409,7 +413,7 @@ class Trainer:
                     t_shown, pairs_shown = now, s.pairs
                     bar.n = min(100.0, 100 * self.progress_fraction())
                     bar.set_postfix_str(f"loss {row['loss']:.3f} acc {row['train_acc']:.2f} "
-                                        f"best val {s.best_acc:.3f} {rate:,.0f} pairs/s", refresh=True)
+                                        f"best val {'n/a' if s.best_acc < 0 else f'{s.best_acc:.3f}'} {rate:,.0f} pairs/s", refresh=True)
         except KeyboardInterrupt:
             # weights, optimiser and counters are those of the last completed step; so must the rng be
             if in_step:

@@ -96,3 +96,20 @@ def test_input_checks(random_images):
         warp_affine(random_images, np.zeros((5, 2, 3)))
     with pytest.raises(ValueError, match="singular"):
         distort(random_images[:1], params(scale_x=0))
+
+
+def test_dihedral_group_elements_are_distinct_and_invertible():
+    from npsiamese.augment import dihedral
+    img = np.zeros((1, 5, 5), np.float32)
+    img[0, 0, 1] = 1.0                       # an asymmetric mark
+    img[0, 2, 0] = 0.5
+    variants = [dihedral(img, t)[0] for t in range(8)]
+    assert len({v.tobytes() for v in variants}) == 8
+    np.testing.assert_array_equal(variants[0], img[0])
+    np.testing.assert_array_equal(variants[1], np.rot90(img[0]))
+    np.testing.assert_array_equal(variants[4], img[0][:, ::-1])
+    # per-image symmetries
+    both = dihedral(np.concatenate([img, img]), np.array([0, 2]))
+    np.testing.assert_array_equal(both[1], np.rot90(img[0], 2))
+    with pytest.raises(ValueError, match="0..7"):
+        dihedral(img, 8)

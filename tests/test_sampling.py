@@ -123,8 +123,9 @@ def test_sampler_errors():
 # --------------------------------------------------------------------------- P x K groups
 
 def test_group_batches_are_p_characters_times_k_images(dataset):
-    idx, labels = GroupSampler(dataset, classes_per_batch=4, images_per_class=3, same_alphabet=False,
-                               seed=0).sample()
+    idx, labels, sym = GroupSampler(dataset, classes_per_batch=4, images_per_class=3, same_alphabet=False,
+                                    seed=0).sample()
+    assert not sym.any()
     assert idx.shape == labels.shape == (12,) and labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     chars = dataset.character[idx].reshape(4, 3)
     assert (chars == chars[:, :1]).all()                  # one label = one character
@@ -135,7 +136,7 @@ def test_group_batches_from_one_alphabet(dataset):
     sampler = GroupSampler(dataset, classes_per_batch=5, images_per_class=2, seed=1)
     sizes = set()
     for _ in range(30):
-        idx, labels = sampler.sample()
+        idx, labels, _ = sampler.sample()
         assert len(set(dataset.alphabet[idx])) == 1
         sizes.add(idx.size)
     assert sizes == {6, 8, 10}                # alphabets of 3 and 4 characters give smaller batches
@@ -149,3 +150,21 @@ def test_group_sampler_is_seeded_and_checks(dataset):
         GroupSampler(dataset, 4, 21)
     with pytest.raises(ValueError, match="classes_per_batch=40 but the set has 18"):
         GroupSampler(dataset, 40, 2, same_alphabet=False)
+
+
+def test_group_sampler_with_symmetries_makes_new_classes(dataset):
+    sampler = GroupSampler(dataset, classes_per_batch=6, images_per_class=2, same_alphabet=False,
+                           symmetries=8, seed=4)
+    seen = set()
+    for _ in range(40):
+        idx, labels, sym = sampler.sample()
+        assert idx.size == 12 and sym.min() >= 0 and sym.max() <= 7
+        classes = {(int(dataset.character[i]), int(s)) for i, s in zip(idx, sym)}
+        assert len(classes) == 6                 # 6 distinct (character, symmetry) classes
+        for lab in range(6):                     # one label = one character under one symmetry
+            members = labels == lab
+            assert len({(int(dataset.character[i]), int(s)) for i, s in zip(idx[members], sym[members])}) == 1
+        seen |= {int(s) for s in sym}
+    assert seen == set(range(8))
+    with pytest.raises(ValueError, match="symmetries must be 1"):
+        GroupSampler(dataset, 4, 2, symmetries=4)
