@@ -58,10 +58,10 @@ def _im2col_kernel(xp, HH, WW, stride_h, stride_w, cols):
                 for kw in range(WW):
                     k = (c * HH + kh) * WW + kw  # row of cols for this filter tap
                     for i in range(H_out):
-                        r = i * stride_h + kh
+                        # one output row: W_out pixels, stride_w apart in the input
                         p0 = n * P + i * W_out
-                        for j in range(W_out):
-                            cols[k, p0 + j] = xp[n, c, r, j * stride_w + kw]
+                        cols[k, p0:p0 + W_out] = xp[n, c, i * stride_h + kh,
+                                                    kw:kw + stride_w * W_out:stride_w]
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -79,12 +79,16 @@ def _col2im_kernel(dcols, HH, WW, stride_h, stride_w, dxp):
         for c in range(C):
             for kh in range(HH):
                 for kw in range(WW):
-                    k = (c * HH + kh) * WW + kw
+                    src = dcols[(c * HH + kh) * WW + kw]  # this filter tap's row
                     for i in range(H_out):
-                        r = i * stride_h + kh
+                        dst = dxp[n, c, i * stride_h + kh]  # the input row it came from
                         p0 = n * P + i * W_out
-                        for j in range(W_out):
-                            dxp[n, c, r, j * stride_w + kw] += dcols[k, p0 + j]
+                        if stride_w == 1:  # unit stride: the compiler can use SIMD
+                            for j in range(W_out):
+                                dst[kw + j] += src[p0 + j]
+                        else:
+                            for j in range(W_out):
+                                dst[kw + j * stride_w] += src[p0 + j]
 
 
 # --------------------------------------------------------------------------- functions
@@ -229,10 +233,17 @@ def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backwar
     N, C, Hp, Wp = x_padded.shape
     F, _, HH, WW = w.shape
     H_out, W_out = conv_output_size(Hp, Wp, HH, WW, stride, (0, 0), where)
-    check_array(dout, where, "dout", ndim=4, dtype=w.dtype, shape=(N, F, H_out, W_out))
+    check_array(dout, where, "dout", ndim=4, dtype=w.dtype, shape=(N, F, H_out, W_out),
+                finite=False)
     K, P = C * HH * WW, H_out * W_out
 
-    db = dout.sum(axis=(0, 2, 3))
+    with np.errstate(invalid="ignore", over="ignore"):  # reported just below instead
+        db = dout.sum(axis=(0, 2, 3))
+    # NaN and inf survive summation, so checking the F sums checks all of dout
+    # without a second pass over it (a sum that overflows is reported too).
+    if not np.isfinite(db).all():
+        raise ValueError(f"{where}: dout contains NaN or infinite value(s); "
+                         f"check the data or lower the learning rate.")
     w_rows = w.reshape(F, K)
     dw_rows = np.zeros((F, K), dtype=w.dtype)
     dx_padded = np.zeros_like(x_padded) if needs_input_grad else None

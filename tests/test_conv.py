@@ -222,6 +222,15 @@ def test_dout_wrong_shape_or_dtype(layer, x):
         layer.backward(np.zeros(out.shape, np.float64))
 
 
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [np.inf, -np.inf]])
+def test_dout_not_finite(layer, x, bad):
+    dout = np.zeros(layer.forward(x).shape, np.float32)
+    dout[0, 1, 0, : len(bad)] = bad  # +inf and -inf in one filter sum to NaN: still caught
+    with pytest.raises(ValueError, match=r"Conv2D\.backward.*dout.*NaN or infinite"):
+        layer.backward(dout)
+    assert not layer.grads["w"].any()  # nothing was added
+
+
 def test_bad_hyper_parameters():
     with pytest.raises(ValueError, match="Conv2D.*kernel_size"):
         Conv2D(1, 2, 0)
