@@ -423,7 +423,8 @@ class Trainer:
             bar.close()
             raise
         bar.close()
-        self.save("last.npz")
+        if not (s.history and s.history[-1]["val_acc"] != ""):  # not saved at this very step already
+            self.save("last.npz")
         self.write_metrics()
         return s
 

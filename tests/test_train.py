@@ -166,3 +166,17 @@ def test_missing_named_set_is_downloaded(synthetic_data, omniglot_cache, tmp_pat
     t = Trainer(config_for("tiny", **dict(SMALL, data=str(empty), steps=1)), out=tmp_path / "run", progress=False)
     assert fetched == ["small1", "small2"]
     assert set(t.val.alphabets) == {"Gamma", "Delta"}
+
+
+def test_koch_preset_runs_and_resumes(cfg, tmp_path):
+    """The paper's preset (105 px, Koch net, SGD with the per-epoch schedule) trains a step, saves and resumes."""
+    settings = dict(data=cfg().data, train_set="small1", val_set="small2", val_alphabets=0, steps=2,
+                    batch_pairs=2, val_every=2, val_trials=1, final_trials=1, epochs=None)
+    c = config_for("koch", **settings)
+    assert (c.arch, c.image_size, c.optimizer, c.schedule, c.init) == ("koch", 105, "sgd", "koch", "koch")
+    t = Trainer(c, out=tmp_path / "koch", progress=False)
+    assert t.net.embedding_dim == 4096 and t.optimizer.momentum == 0.5   # the ramp starts at 0.5
+    state = t.run()
+    assert state.step == 2 and (tmp_path / "koch" / "last.npz").is_file()
+    resumed = Trainer.resume(tmp_path / "koch", progress=False)
+    assert resumed.state.step == 2 and resumed.cfg.arch == "koch"
