@@ -8,8 +8,17 @@ Prints the median and the minimum of several runs in milliseconds (the machine
 may be shared, so look at both). Run the npsiamese and the PyTorch versions as
 separate processes, one after the other, with the same number of threads,
 e.g. ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for both.
+
+Threads. The convolutions spend most of their time in NumPy's matrix multiply
+(OpenBLAS, with its own thread pool) and the rest in Numba kernels (Numba's
+pool). After each multiply, OpenBLAS's workers keep spinning for a while and
+slow down the Numba kernel that follows; ``OPENBLAS_THREAD_TIMEOUT=4`` (set
+before NumPy is imported) makes them sleep at once and the conv layers 10-35 %
+faster. On a machine busy with other work, multi-threaded OpenBLAS slows down
+badly (2-10x); ``OPENBLAS_NUM_THREADS=1`` is then the faster setting.
 """
 import argparse
+import os
 import time
 
 import numpy as np
@@ -100,8 +109,7 @@ def main():
     args = parser.parse_args()
     if args.torch:
         import torch
-        torch.set_num_threads(int(__import__("os").environ.get("NUMBA_NUM_THREADS", 0))
-                              or torch.get_num_threads())
+        torch.set_num_threads(int(os.environ.get("NUMBA_NUM_THREADS", 0)) or torch.get_num_threads())
         cases, label = torch_cases(), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     else:
         import numba
