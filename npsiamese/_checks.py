@@ -66,13 +66,21 @@ def check_array(x, where, name="x", ndim=None, dtype=None, shape=None, finite=Tr
             f"{where}: {name} must be C-contiguous (got a strided view of shape {x.shape}). "
             f"Pass np.ascontiguousarray({name})."
         )
-    if finite and not np.isfinite(x).all():
+    # NaN and inf survive a sum, so one pass without a temporary array clears
+    # almost every array; only a non-finite sum (which a huge but finite array
+    # can also give, by overflow) needs the exact element-wise test.
+    if finite and not _sum_is_finite(x) and not np.isfinite(x).all():
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         raise NonFiniteError(
             f"{where}: {name} contains {bad} NaN or infinite value(s); "
             f"check the data or lower the learning rate."
         )
     return x
+
+
+def _sum_is_finite(x):
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow only sends us to the exact test
+        return bool(np.isfinite(x.sum()))
 
 
 def check_positive_int(value, where, name, minimum=1):

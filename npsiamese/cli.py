@@ -55,10 +55,12 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .cli_data import add_data_parser, add_evaluate_parser
     from .cli_train import add_train_parser
+    from .bench import add_bench_parser
     add_train_parser(sub)
     add_evaluate_parser(sub)
     add_gradcheck_parser(sub)
     add_data_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

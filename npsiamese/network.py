@@ -29,6 +29,7 @@ from .dense import Dense, Flatten
 from .distance import L1Distance
 from .loss import BCEWithLogits
 from .pool import MaxPool2D
+from .threads import training_threads
 
 INITS = ("he", "glorot", "koch")
 
@@ -69,6 +70,26 @@ ARCHITECTURES = {"seed": seed_tower, "koch": koch_tower, "compact": compact_towe
 DEFAULT_IMAGE_SIZE = {"seed": 105, "koch": 105, "compact": 35}
 
 
+def _pool_before_relu(spec):
+    """``spec`` with every ReLU that directly precedes a max-pool moved after it.
+
+    ReLU and max commute: max(0, max of a window) = max of the window of
+    max(0, x), and both orders send a window's gradient to the same pixel (its
+    first maximum, if that is positive; nowhere otherwise). Pooling first gives
+    the same outputs and gradients, while the ReLU (and its mask and gradient)
+    then touches a quarter of the numbers. ReLU and pool have no parameters,
+    so the parameter names ``tower.<i>.<key>`` do not change.
+    """
+    def kind(entry):
+        return entry[0] if isinstance(entry, (list, tuple)) and entry else None
+
+    order = list(spec)
+    for i in range(len(order) - 1):
+        if kind(order[i]) == "relu" and kind(order[i + 1]) == "pool":
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
 def build_tower(spec, image_size, dtype=np.float32):
     """Instantiate the layers of ``spec`` for (1, image_size, image_size) inputs.
 
@@ -76,13 +97,15 @@ def build_tower(spec, image_size, dtype=np.float32):
     fit (e.g. a kernel larger than its input).
     """
     layers, shape = [], (1, image_size, image_size)
-    for i, entry in enumerate(spec):
+    for i, entry in enumerate(_pool_before_relu(spec)):
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], dict)):
             raise ValueError(f"build_tower: entry {i} must be [kind, options], got {entry!r}.")
         kind, opt = entry
         if kind == "conv":
+            # The first layer's input is the images: nothing upstream needs its
+            # gradient, so its backward skips dx (a third of a conv's work).
             layer = Conv2D(shape[0], opt["filters"], opt["kernel"], stride=opt.get("stride", 1),
-                           pad=opt.get("pad", 0), dtype=dtype)
+                           pad=opt.get("pad", 0), dtype=dtype, needs_input_grad=i > 0)
         elif kind == "pool":
             layer = MaxPool2D(opt.get("size", 2), stride=opt.get("stride"), dtype=dtype)
         elif kind == "dense":
@@ -209,7 +232,11 @@ class SiameseNetwork:
         return x
 
     def tower_backward(self, dh):
-        """Backpropagate dh (N, D) through the tower; adds into every layer's grads."""
+        """Backpropagate dh (N, D) through the tower; adds into every layer's grads.
+
+        Returns the gradient w.r.t. the images, or None when the first layer is
+        a convolution (which skips that gradient: training never needs it).
+        """
         for layer in reversed(self.tower):
             dh = layer.backward(dh)
         return dh
@@ -234,6 +261,10 @@ class SiameseNetwork:
                         ndim=1, shape=left.shape)
         if weight is not None:
             weight = np.ascontiguousarray(weight, dtype=self.dtype)
+        with training_threads():  # BLAS on one thread, Numba's kernels on all (see npsiamese.threads)
+            return self._pairs_loss_and_grad(x, left, right, y, weight)
+
+    def _pairs_loss_and_grad(self, x, left, right, y, weight):
         h = self.tower_forward(x)                            # (B, D), once for both twins
         d = self.distance.forward(h[left], h[right])         # (M, D) = |h_left - h_right|
         s = self.head.forward(d)[:, 0]                       # (M,) similarity logits
@@ -278,7 +309,8 @@ class SiameseNetwork:
     def embed(self, x, batch_size=256):
         """Embeddings h (N, D) of images x (N, 1, S, S), computed in chunks."""
         self._check_images(x, "SiameseNetwork.embed")
-        out = [self.tower_forward(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        with training_threads():
+            out = [self.tower_forward(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
         for layer in self.tower:
             layer.cache = None  # inference keeps nothing for backward
         return np.concatenate(out) if out else np.zeros((0, self.embedding_dim), self.dtype)

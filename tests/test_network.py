@@ -199,3 +199,38 @@ def test_bad_pairs():
         net.pairs_loss_and_grad(x, [0, 1], [1], [1, 0])
     with pytest.raises(ValueError, match="same shape"):
         net.loss_and_grad(x, x[:2], np.ones(3, np.float32))
+
+
+def test_relu_then_pool_is_built_as_pool_then_relu_with_the_same_results():
+    """ReLU and max-pool commute: the tower pools first (less work), outputs and gradients unchanged."""
+    from npsiamese.activations import ReLU
+    from npsiamese.pool import MaxPool2D
+    net = SiameseNetwork("seed", image_size=12, dtype=np.float64, seed=0)
+    assert [type(layer) for layer in net.tower[:3]] == [type(net.tower[0]), MaxPool2D, ReLU]
+    assert [name for name, _, _ in net.named_parameters()][:2] == ["tower.0.w", "tower.0.b"]
+    rng = np.random.default_rng(4)
+    x = rng.random((3, 1, 12, 12)) - 0.5
+    as_written = [net.tower[0], net.tower[2], net.tower[1]] + net.tower[3:]  # conv, relu, pool, ...
+    results = []
+    for layers in (net.tower, as_written):
+        net.zero_grad()
+        h = x
+        for layer in layers:
+            h = layer.forward(h)
+        dh = np.linspace(-1, 1, h.size).reshape(h.shape)
+        for layer in reversed(layers):
+            dh = layer.backward(dh)
+        results.append((h, [g.copy() for _, _, g in net.named_parameters()]))
+    (h_a, g_a), (h_b, g_b) = results
+    np.testing.assert_array_equal(h_a, h_b)
+    for a, b in zip(g_a, g_b):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_first_conv_skips_the_input_gradient():
+    net = SiameseNetwork("compact", image_size=28, seed=0)
+    convs = [layer for layer in net.tower if hasattr(layer, "needs_input_grad")]
+    assert [c.needs_input_grad for c in convs] == [False, True, True, True]
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    h = net.tower_forward(x)
+    assert net.tower_backward(np.ones_like(h)) is None
