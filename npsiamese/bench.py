@@ -286,21 +286,33 @@ def jit_times():
 
 
 _MEMORY_CHILD = """
-import resource, sys, json
+import json, os, resource, sys
 import numpy as np
 framework, arch, S, B = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 from npsiamese.bench import numpy_step, torch_step, random_batch
 from npsiamese.network import SiameseNetwork
-from npsiamese import threads
+
+
+def status_mb(field):  # Linux: VmRSS (now) or VmHWM (peak) of this process, MiB
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
+
+
 net = SiameseNetwork(arch, image_size=S, seed=0)
 make = numpy_step if framework == "npsiamese" else torch_step
-with threads.training_threads():
-    make(net, *random_batch(S, 1))()           # load the kernels / warm up PyTorch on one pair
-    step = make(net, *random_batch(S, B))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+make(net, *random_batch(S, 1))()                # load the kernels / warm up PyTorch on one pair
+step = make(net, *random_batch(S, B))
+if os.path.exists("/proc/self/clear_refs"):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                            # reset the peak (VmHWM) to the current RSS
+    before = status_mb("VmRSS")
     step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_rss_mb": after / 1024, "step_mb": (after - before) / 1024}))
+    peak = status_mb("VmHWM")
+else:                                           # elsewhere: the peak since the process started
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_rss_mb": peak, "step_mb": peak - before}))
 """
 
 
