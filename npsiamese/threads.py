@@ -7,15 +7,18 @@ cores only work if each one lets go of the cores when it is done. Numba's
 "workqueue" pool does (see ``npsiamese/__init__.py``); OpenBLAS's threads
 instead keep spinning for a while after each multiply, waiting for the next
 one. On a busy machine those spinning threads steal the cores from Numba's
-threads and from every other process, and a step gets 3-5x slower.
+threads and from every other process, and a step gets 2-5x slower.
 
 So during training steps BLAS runs on one thread (the calling one, which
 never spins) and the parallelism comes from Numba, over the images of the
-batch. Measured on 2 cores: see ``npsiamese bench`` and the README.
+batch. Measured on 2 busy cores, median ms per step, in one process beside PyTorch
+(npsiamese/PyTorch): BLAS 1 + Numba 2 threads 0.53-0.97x; BLAS 2 + Numba 2
+0.69-1.58x; BLAS 2 + Numba 1 0.76-1.75x (seed and compact nets, 32 and 128 pairs).
 
-``training_threads()`` is the context manager that ``Trainer`` and
-``npsiamese bench`` wrap their steps in; it needs the small ``threadpoolctl``
-package and does nothing without it. Set ``NPSIAMESE_BLAS_THREADS`` to
+``training_threads()`` is the context manager that
+``SiameseNetwork.pairs_loss_and_grad`` (every training step) and
+``SiameseNetwork.embed`` run in; BLAS gets its threads back on the way out.
+It needs the small ``threadpoolctl`` package and does nothing without it. Set ``NPSIAMESE_BLAS_THREADS`` to
 another number (or to 0 for "leave BLAS alone") to try other settings.
 """
 from __future__ import annotations
