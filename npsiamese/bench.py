@@ -527,7 +527,7 @@ def add_bench_parser(sub):
     """Register ``npsiamese bench``."""
     p = sub.add_parser(
         "bench", help="time a training step, with PyTorch beside it if installed",
-        description=__doc__.split("\n\n")[1] + " " + __doc__.split("\n\n")[2].replace("\n", " "),
+        description="\n\n".join(__doc__.split("\n\n")[2:4]),
         epilog="examples:\n  npsiamese bench\n  npsiamese bench --koch --reference\n"
                "  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 npsiamese bench --json > bench.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
