@@ -8,9 +8,9 @@ import time
 from .network import SiameseNetwork
 
 EPILOG = """presets:
-  tiny  (default) 5 alphabets of images_background_small1 at 28 px, about 4 minutes on 2 cores;
+  tiny  (default) 5 alphabets of images_background_small1 at 35 px, under 5 minutes on 2 cores;
         tested on the alphabets of small2 that small1 lacks.
-  full  25 of the 30 background alphabets at 28 px, about 1 hour; tested on the 5 held-out ones.
+  full  25 of the 30 background alphabets at 35 px, about 1 hour; tested on the 5 held-out ones.
   koch  the paper's network and recipe at 105 px (SGD, per-epoch decay, early stopping);
         many hours on a CPU: use --minutes and --resume.
 

@@ -70,7 +70,7 @@ class TrainConfig:
     schedule: str = "cosine"           # cosine | koch | constant
     warmup: float = 0.03               # cosine: fraction of the budget spent warming up
     # budget: the first limit reached ends training
-    minutes: float | None = 3.5
+    minutes: float | None = 4.3
     steps: int | None = None
     epochs: float | None = None        # an epoch = as many images as the training set holds
     pairs: int | None = None
@@ -101,7 +101,7 @@ class TrainConfig:
 
 
 PRESETS = {
-    "tiny": dict(preset="tiny", train_set="small1", val_set="small2", minutes=3.5, symmetries=8, distort=1.0),
+    "tiny": dict(preset="tiny", train_set="small1", val_set="small2", minutes=4.3, symmetries=8, distort=1.0),
     "full": dict(preset="full", train_set="background", val_set=None, val_alphabets=5,
                  minutes=55.0, val_every=500),
     "koch": dict(preset="koch", train_set="background", val_set=None, val_alphabets=10, image_size=105,
