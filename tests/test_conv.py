@@ -1,10 +1,10 @@
 """Conv2D: the im2col kernels against the loop reference, shapes, errors, PyTorch."""
 import numpy as np
 import pytest
-from npsiamese.gradcheck import numerical_gradient, rel_error
 
 from npsiamese import conv
 from npsiamese.conv import Conv2D, conv2d_backward, conv2d_forward
+from npsiamese.gradcheck import numerical_gradient, rel_error
 from npsiamese.reference import conv2d_backward_reference, conv2d_forward_reference
 
 DTYPES = [np.float32, np.float64]
