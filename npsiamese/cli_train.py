@@ -82,7 +82,7 @@ def _overrides(args):
 
 def _train(args):
     from . import report
-    from .train import Trainer, config_for, validation_tasks
+    from .train import Trainer, config_for, task_alphabets, validation_tasks
 
     t_start = time.perf_counter()
     if args.resume:
@@ -93,7 +93,7 @@ def _train(args):
     print(f"npsiamese train: preset {c.preset}, {c.image_size}x{c.image_size} images, "
           f"{net.num_parameters():,} parameters, run folder {trainer.out}")
     print(f"  train: {trainer.train.name} ({trainer.train.n_alphabets} alphabets, {trainer.train.n_characters} "
-          f"characters, {len(trainer.train)} images); validation: {', '.join(trainer.val.alphabets)}")
+          f"characters, {len(trainer.train)} images); validation: {', '.join(task_alphabets(trainer.val))}")
     print(f"  data loaded in {trainer.load_seconds:.1f} s; the first steps also compile the Numba kernels")
     try:
         state = trainer.run()
@@ -113,7 +113,7 @@ def _train(args):
     total = time.perf_counter() - t_start
     report.write_results(trainer.out / "results.json", results,
                          {"total_seconds": total, "train_seconds": state.seconds, "steps": state.step,
-                          "pairs": state.pairs, "validation_alphabets": trainer.val.alphabets,
+                          "pairs": state.pairs, "validation_alphabets": task_alphabets(trainer.val),
                           "config": json.loads(c.to_json())})
     print(f"total time {total:.0f} s (data, compilation, training, evaluation); results in {trainer.out}")
     return 0

@@ -152,6 +152,13 @@ def load_data(cfg):
     return train, val
 
 
+def task_alphabets(val):
+    """The alphabets that 20-way within-alphabet tasks can use (those with enough characters)."""
+    per_alphabet = np.bincount(val.character_alphabet, minlength=val.n_alphabets)
+    ways = int(min(20, per_alphabet.max()))
+    return [a for a, n in zip(val.alphabets, per_alphabet) if n >= ways]
+
+
 def validation_tasks(val, trials, seed):
     """Seeded 20-way within-alphabet tasks (fewer ways if no alphabet has 20 characters)."""
     per_alphabet = np.bincount(val.character_alphabet, minlength=val.n_alphabets)

@@ -36,6 +36,9 @@ def test_validation_alphabets_are_not_trained_on(cfg, tmp_path):
     t = Trainer(cfg(steps=1), out=tmp_path / "run", progress=False)
     assert set(t.val.alphabets) == {"Gamma", "Delta"}
     assert not set(t.val.alphabets) & set(t.train.alphabets)
+    # tasks need `ways` characters in one alphabet: 6-way here, so Delta (5 characters) takes no part
+    from npsiamese.train import task_alphabets
+    assert task_alphabets(t.val) == ["Gamma"] and t.val_tasks[0].ways == 6
 
 
 def test_a_short_run_lowers_the_loss(cfg, tmp_path):
