@@ -38,26 +38,32 @@ INITS = ("he", "glorot", "koch")
 # list is stored in every checkpoint so that `load` can rebuild the network.
 
 
+# Every tower pools *before* its ReLU. The two commute: max(0, max of a window)
+# = max of the window of max(0, x), and both orders send a window's gradient to
+# the same pixel. Pooling first gives the same outputs and gradients while the
+# ReLU touches a quarter of the numbers.
+
+
 def seed_tower():
     """The original project's tower: Conv(64, 3x3) ReLU, MaxPool 2x2, Flatten, Dense(128) ReLU."""
-    return [["conv", {"filters": 64, "kernel": 3}], ["relu", {}], ["pool", {"size": 2}],
+    return [["conv", {"filters": 64, "kernel": 3}], ["pool", {"size": 2}], ["relu", {}],
             ["flatten", {}], ["dense", {"units": 128}], ["relu", {}]]
 
 
 def koch_tower():
     """Koch et al. (2015), for 105x105 inputs: 64@10x10, 128@7x7, 128@4x4, 256@4x4, Dense 4096 sigmoid."""
-    return [["conv", {"filters": 64, "kernel": 10}], ["relu", {}], ["pool", {"size": 2}],
-            ["conv", {"filters": 128, "kernel": 7}], ["relu", {}], ["pool", {"size": 2}],
-            ["conv", {"filters": 128, "kernel": 4}], ["relu", {}], ["pool", {"size": 2}],
+    return [["conv", {"filters": 64, "kernel": 10}], ["pool", {"size": 2}], ["relu", {}],
+            ["conv", {"filters": 128, "kernel": 7}], ["pool", {"size": 2}], ["relu", {}],
+            ["conv", {"filters": 128, "kernel": 4}], ["pool", {"size": 2}], ["relu", {}],
             ["conv", {"filters": 256, "kernel": 4}], ["relu", {}],
             ["flatten", {}], ["dense", {"units": 4096}], ["sigmoid", {}]]
 
 
 def compact_tower(widths=(64, 64, 64, 64), embedding=128, activation="none"):
-    """A small net that trains on a CPU at 28-52 px: blocks of Conv 3x3 (pad 1), ReLU, MaxPool 2x2."""
+    """A small net that trains on a CPU at 28-52 px: blocks of Conv 3x3 (pad 1), MaxPool 2x2, ReLU."""
     spec = []
     for f in widths:
-        spec += [["conv", {"filters": int(f), "kernel": 3, "pad": 1}], ["relu", {}], ["pool", {"size": 2}]]
+        spec += [["conv", {"filters": int(f), "kernel": 3, "pad": 1}], ["pool", {"size": 2}], ["relu", {}]]
     spec += [["flatten", {}], ["dense", {"units": int(embedding)}]]
     if activation not in ("sigmoid", "relu", "none"):
         raise ValueError(f"compact_tower: activation must be 'sigmoid', 'relu' or 'none', got {activation!r}.")
@@ -70,26 +76,6 @@ ARCHITECTURES = {"seed": seed_tower, "koch": koch_tower, "compact": compact_towe
 DEFAULT_IMAGE_SIZE = {"seed": 105, "koch": 105, "compact": 35}
 
 
-def _pool_before_relu(spec):
-    """``spec`` with every ReLU that directly precedes a max-pool moved after it.
-
-    ReLU and max commute: max(0, max of a window) = max of the window of
-    max(0, x), and both orders send a window's gradient to the same pixel (its
-    first maximum, if that is positive; nowhere otherwise). Pooling first gives
-    the same outputs and gradients, while the ReLU (and its mask and gradient)
-    then touches a quarter of the numbers. ReLU and pool have no parameters,
-    so the parameter names ``tower.<i>.<key>`` do not change.
-    """
-    def kind(entry):
-        return entry[0] if isinstance(entry, (list, tuple)) and entry else None
-
-    order = list(spec)
-    for i in range(len(order) - 1):
-        if kind(order[i]) == "relu" and kind(order[i + 1]) == "pool":
-            order[i], order[i + 1] = order[i + 1], order[i]
-    return order
-
-
 def build_tower(spec, image_size, dtype=np.float32):
     """Instantiate the layers of ``spec`` for (1, image_size, image_size) inputs.
 
@@ -97,7 +83,7 @@ def build_tower(spec, image_size, dtype=np.float32):
     fit (e.g. a kernel larger than its input).
     """
     layers, shape = [], (1, image_size, image_size)
-    for i, entry in enumerate(_pool_before_relu(spec)):
+    for i, entry in enumerate(spec):
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], dict)):
             raise ValueError(f"build_tower: entry {i} must be [kind, options], got {entry!r}.")
         kind, opt = entry

@@ -201,8 +201,8 @@ def test_bad_pairs():
         net.loss_and_grad(x, x[:2], np.ones(3, np.float32))
 
 
-def test_relu_then_pool_is_built_as_pool_then_relu_with_the_same_results():
-    """ReLU and max-pool commute: the tower pools first (less work), outputs and gradients unchanged."""
+def test_towers_pool_before_relu_with_the_same_results_as_relu_then_pool():
+    """ReLU and max-pool commute: the towers pool first (less work), outputs and gradients as the other order."""
     from npsiamese.activations import ReLU
     from npsiamese.pool import MaxPool2D
     net = SiameseNetwork("seed", image_size=12, dtype=np.float64, seed=0)
