@@ -441,10 +441,11 @@ def format_report(r):
     for a in r.get("augment", []):
         lines.append(f"augmentation: distort_batch on {a['images']} images at {a['image_size']} px: {a['ms']:.1f} ms")
     d = r.get("data")
-    if d:
-        lines.append(f"data: {d['set']} at 105 px: " + (d["skipped"] if "skipped" in d else
-                     f"{d['images']} images, first decode {d['first_decode_s']:.1f} s, "
-                     f"cached reload {d['cached_reload_s']:.2f} s"))
+    if d and "skipped" in d:
+        lines.append(f"data: skipped ({d['skipped']})")
+    elif d:
+        lines.append(f"data: {d['set']} at 105 px: {d['images']} images, first decode "
+                     f"{d['first_decode_s']:.1f} s, cached reload {d['cached_reload_s']:.2f} s")
     return "\n".join(lines)
 
 

@@ -87,3 +87,12 @@ def test_random_batch_is_seeded():
     a, b = random_batch(8, 3, seed=5), random_batch(8, 3, seed=5)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
+
+
+def test_bench_table_with_everything_skipped(capsys):
+    """The plain-text report copes with every optional figure left out."""
+    skips = [a for s in ("layers", "jit", "memory", "augment", "data") for a in ("--skip", s)]
+    assert main(["--quick", "--no-torch", *skips]) == 0
+    out = capsys.readouterr().out
+    assert "training step" in out and "data: skipped (--skip data)" in out
+    assert "per layer" not in out and "JIT" not in out
