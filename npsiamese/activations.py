@@ -48,13 +48,14 @@ class ReLU(Layer):
     """ReLU layer, any input shape."""
 
     def forward(self, x):
-        check_array(x, "ReLU.forward", "x", dtype=self.dtype)
+        check_array(x, "ReLU.forward", "x", dtype=self.dtype, finite=self.check_finite)
         out, self.cache = relu_forward(x)
         return out
 
     def backward(self, dout):
         out = self._need_cache()
-        check_array(dout, "ReLU.backward", "dout", dtype=self.dtype, shape=out.shape)
+        check_array(dout, "ReLU.backward", "dout", dtype=self.dtype, shape=out.shape,
+                    finite=self.check_finite)
         return relu_backward(dout, out)
 
 
@@ -62,11 +63,12 @@ class Sigmoid(Layer):
     """Sigmoid layer, any input shape."""
 
     def forward(self, x):
-        check_array(x, "Sigmoid.forward", "x", dtype=self.dtype)
+        check_array(x, "Sigmoid.forward", "x", dtype=self.dtype, finite=self.check_finite)
         out, self.cache = sigmoid_forward(x)
         return out
 
     def backward(self, dout):
         out = self._need_cache()
-        check_array(dout, "Sigmoid.backward", "dout", dtype=self.dtype, shape=out.shape)
+        check_array(dout, "Sigmoid.backward", "dout", dtype=self.dtype, shape=out.shape,
+                    finite=self.check_finite)
         return sigmoid_backward(dout, out)

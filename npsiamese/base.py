@@ -4,7 +4,8 @@ A layer owns two dictionaries with the same keys: ``params`` (the weights)
 and ``grads`` (their gradients). ``forward(x)`` returns the output and keeps
 what ``backward`` needs; ``backward(dout)`` returns ``dx`` and *adds* the
 parameter gradients into ``grads`` (micrograd's ``+=``): a layer called twice
-before ``zero_grad()`` holds the sum of both calls' gradients.
+before ``zero_grad()`` holds the sum of both calls' gradients. Every input is
+validated (type, shape, dtype, and NaN/inf unless ``check_finite`` is False).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.cache = None
+        # False inside a network that checks its images on the way in and its
+        # loss on the way out (see SiameseNetwork): every layer then skips the
+        # NaN/inf pass over its inputs; shape and dtype checks stay.
+        self.check_finite = True
 
     @property
     def name(self) -> str:

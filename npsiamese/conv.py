@@ -1,94 +1,94 @@
-"""2-D convolution: im2col loop kernels plus one BLAS matrix multiply.
+"""2-D convolution: im2col loop kernels plus BLAS matrix multiplies.
 
 A convolution is a matrix multiply in disguise. Copy every receptive field of
-the (padded) input into one column of a matrix ``cols`` ("im2col"); then every
-output pixel is the dot product of one filter with one column::
+the (padded) image ``n`` into one column of a matrix ``cols[n]`` ("im2col");
+then every output pixel is the dot product of one filter with one column::
 
-    out_rows = w.reshape(F, K) @ cols              (F, K) @ (K, N*P) -> (F, N*P)
+    out[n] = w.reshape(F, K) @ cols[n]             (F, K) @ (K, P) -> (F, P)
 
 with ``K = C*HH*WW`` numbers per receptive field and ``P = H_out*W_out``
-output pixels per image. The two loop kernels below only move data (im2col and
-its adjoint col2im); all the arithmetic is one call to NumPy's ``@``, which is
-BLAS. The same trick gives both gradients::
+output pixels, and ``out[n]`` (F, P) is already image ``n``'s output in its
+(F, H_out, W_out) layout. The two loop kernels below only move data (im2col
+and its adjoint col2im); all the arithmetic is NumPy's ``@``, which is BLAS.
+The same trick gives both gradients::
 
-    dw    = dout_rows @ cols.T                     (F, N*P) @ (N*P, K) -> (F, K)
-    dcols = w.reshape(F, K).T @ dout_rows          (K, F) @ (F, N*P) -> (K, N*P)
-    dx    = col2im(dcols)        (each column added back where it was copied from)
+    dw       = sum over n of dout[n] @ cols[n].T   (F, P) @ (P, K) -> (F, K)
+    dcols[n] = w.reshape(F, K).T @ dout[n]         (K, F) @ (F, P) -> (K, P)
+    dx[n]    = col2im(dcols[n])      (each column added back where it was copied from)
 
-``cols`` is large (K*P numbers per image: 22 MB for one image of the Koch
-net's second layer), so the wrappers work through the batch a chunk of images
-at a time, reuse one scratch buffer, and recompute ``cols`` in the backward
-pass instead of keeping it. One big matrix multiply per chunk (rather than one
-per image) keeps BLAS efficient and its threads in step.
+``cols`` is large (K*P numbers per image: 666 KB for one image of the
+compact net's second layer, 22 MB for the Koch net's), so the wrappers never
+build it for the whole batch. Each of the CPU threads takes a contiguous
+slice of the images (``threads.parallel_ranges``) and works through it a
+chunk of images at a time, with one scratch buffer small enough to stay in
+the core's cache; ``cols`` is recomputed in the backward pass rather than
+kept. The threads write disjoint images of ``out`` and ``dx``; each sums its
+own ``dw`` and the wrapper adds them.
 The slow, obviously-correct versions are in ``npsiamese.reference``.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._checks import check_array, check_positive_int, pair
 from .base import Layer
+from .threads import parallel_ranges
 
-# Scratch memory per chunk of images (cols plus the GEMM output), in bytes.
-_CHUNK_BYTES = 32 * 2**20
+# Scratch memory per chunk of images (cols plus its matrix-multiply output), in
+# bytes: small enough to stay in one core's L2 cache between im2col and BLAS.
+_CHUNK_BYTES = 1 * 2**20
 
 
 # --------------------------------------------------------------------------- kernels
-# cache=True: compiled once per dtype and kept on disk (Numba can cache parallel
-#   functions; the thread count is read at call time, not baked into the cache).
+# No parallel=True: the wrappers already run one kernel call per thread, on
+#   disjoint images (nogil=True lets those calls run at the same time).
+# cache=True: compiled once per dtype and kept on disk, so later runs start at once.
 # fastmath=False: these kernels only copy and add, so it would buy nothing.
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _im2col_kernel(xp, HH, WW, stride_h, stride_w, cols):
     """Kernel for ``conv2d_forward``/``conv2d_backward``: fill ``cols`` from ``xp``.
 
-    cols[(c, kh, kw), (n, i, j)] = xp[n, c, i*stride_h + kh, j*stride_w + kw]
+    xp: (n, C, Hp, Wp) padded images; cols: (n, K, P)
+    cols[n, (c, kh, kw), (i, j)] = xp[n, c, i*stride_h + kh, j*stride_w + kw]
     """
     N, C, Hp, Wp = xp.shape
     H_out = (Hp - HH) // stride_h + 1
     W_out = (Wp - WW) // stride_w + 1
-    P = H_out * W_out
-    for n in prange(N):  # image n writes only columns n*P ... n*P + P - 1
+    for n in range(N):
         for c in range(C):
             for kh in range(HH):
                 for kw in range(WW):
                     k = (c * HH + kh) * WW + kw  # row of cols for this filter tap
                     for i in range(H_out):
-                        # one output row: W_out pixels, stride_w apart in the input
-                        p0 = n * P + i * W_out
-                        cols[k, p0:p0 + W_out] = xp[n, c, i * stride_h + kh,
-                                                    kw:kw + stride_w * W_out:stride_w]
+                        r = i * stride_h + kh  # input row under output row i
+                        for j in range(W_out):
+                            cols[n, k, i * W_out + j] = xp[n, c, r, j * stride_w + kw]
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _col2im_kernel(dcols, HH, WW, stride_h, stride_w, dxp):
     """Kernel for ``conv2d_backward``: the adjoint of ``_im2col_kernel``.
 
-    dxp[n, c, i*stride_h + kh, j*stride_w + kw] += dcols[(c, kh, kw), (n, i, j)]
+    dcols: (n, K, P); dxp: (n, C, Hp, Wp), added into
+    dxp[n, c, i*stride_h + kh, j*stride_w + kw] += dcols[n, (c, kh, kw), (i, j)]
     (``+=`` because overlapping receptive fields share input pixels).
     """
     N, C, Hp, Wp = dxp.shape
     H_out = (Hp - HH) // stride_h + 1
     W_out = (Wp - WW) // stride_w + 1
-    P = H_out * W_out
-    for n in prange(N):  # image n writes only dxp[n]
+    for n in range(N):
         for c in range(C):
             for kh in range(HH):
                 for kw in range(WW):
-                    src = dcols[(c * HH + kh) * WW + kw]  # this filter tap's row
+                    k = (c * HH + kh) * WW + kw
                     for i in range(H_out):
-                        dst = dxp[n, c, i * stride_h + kh]  # the input row it came from
-                        p0 = n * P + i * W_out
-                        if stride_w == 1:  # unit stride: the compiler can use SIMD
-                            for j in range(W_out):
-                                dst[kw + j] += src[p0 + j]
-                        else:
-                            for j in range(W_out):
-                                dst[kw + j * stride_w] += src[p0 + j]
+                        r = i * stride_h + kh
+                        for j in range(W_out):
+                            dxp[n, c, r, j * stride_w + kw] += dcols[n, k, i * W_out + j]
 
 
 # --------------------------------------------------------------------------- functions
@@ -126,13 +126,12 @@ def _pad(x, pad_h, pad_w):
     return xp
 
 
-def _chunk_size(N, K, F, P, itemsize):
-    """Images per chunk: scratch within _CHUNK_BYTES, but at least one image per thread."""
-    per_image = (K + F) * P * itemsize  # its columns of cols and of the GEMM output
-    return max(1, min(N, max(numba.get_num_threads(), _CHUNK_BYTES // per_image)))
+def _chunk_size(K, F, P, itemsize):
+    """Images per chunk: scratch (cols and the product) within _CHUNK_BYTES, at least one."""
+    return max(1, _CHUNK_BYTES // ((K + F) * P * itemsize))
 
 
-def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward"):
+def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward", check_finite=True):
     """Forward pass of a 2-D convolution (cross-correlation, as in PyTorch).
 
     Parameters
@@ -149,6 +148,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward"):
         Zeros ``(pad_h, pad_w)`` added on each side of H and W.
     where : str
         Name used in error messages (layers pass e.g. ``"Conv2D.forward"``).
+    check_finite : bool
+        Reject NaN and infinity in ``x`` (one extra pass over it).
 
     Returns
     -------
@@ -164,14 +165,14 @@ def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward"):
         out[n, f, i, j] = b[f] + sum over (c, kh, kw) of
                           w[f, c, kh, kw] * xp[n, c, i*stride_h + kh, j*stride_w + kw]
 
-    computed chunk by chunk as ``w.reshape(F, K) @ cols + b`` with ``cols``
-    from im2col, ``K = C*HH*WW``.
+    computed image by image as ``w.reshape(F, K) @ cols[n] + b`` with
+    ``cols[n]`` from im2col, ``K = C*HH*WW``.
     """
     stride = pair(stride, where, "stride")
     pad = pair(pad, where, "pad", minimum=0)
     check_array(w, where, "w", ndim=4)
     F, C, HH, WW = w.shape
-    check_array(x, where, "x", ndim=4, dtype=w.dtype, shape=(None, C, None, None))
+    check_array(x, where, "x", ndim=4, dtype=w.dtype, shape=(None, C, None, None), finite=check_finite)
     check_array(b, where, "b", ndim=1, dtype=w.dtype, shape=(F,))
     N, _, H, W = x.shape
     H_out, W_out = conv_output_size(H, W, HH, WW, stride, pad, where)
@@ -179,21 +180,21 @@ def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward"):
 
     x_padded = _pad(x, *pad)
     w_rows = w.reshape(F, K)  # one filter per row
-    out = np.empty((N, F, H_out, W_out), dtype=x.dtype)
-    chunk = _chunk_size(N, K, F, P, x.itemsize)
-    cols_buf = np.empty(chunk * K * P, dtype=x.dtype)  # scratch, reused for every chunk
-    out_buf = np.empty(chunk * F * P, dtype=x.dtype)
-    for start in range(0, N, chunk):
-        stop = min(start + chunk, N)
-        n = stop - start
-        cols = cols_buf[: K * n * P].reshape(K, n * P)
-        _im2col_kernel(x_padded[start:stop], HH, WW, stride[0], stride[1], cols)
-        # (F, K) @ (K, n*P) -> (F, n*P): every output pixel of n images at once
-        out_rows = np.matmul(w_rows, cols, out=out_buf[: F * n * P].reshape(F, n * P))
-        # back to (n, F, H_out, W_out), adding the bias in the same pass
-        np.add(out_rows.reshape(F, n, H_out, W_out).transpose(1, 0, 2, 3),
-               b[:, None, None], out=out[start:stop])
-    return out, Conv2DCache(x_padded, w, stride, pad)
+    out = np.empty((N, F, P), dtype=x.dtype)  # viewed as (N, F, H_out, W_out) on return
+    chunk = _chunk_size(K, F, P, x.itemsize)
+
+    def images(lo, hi):  # one thread's share of the batch
+        cols_buf = np.empty((chunk, K, P), dtype=x.dtype)  # scratch, reused for every chunk
+        for start in range(lo, hi, chunk):
+            stop = min(start + chunk, hi)
+            cols = cols_buf[: stop - start]
+            _im2col_kernel(x_padded[start:stop], HH, WW, stride[0], stride[1], cols)
+            # (F, K) @ (n, K, P) -> (n, F, P): one multiply per image, straight into out
+            np.matmul(w_rows, cols, out=out[start:stop])
+            out[start:stop] += b[:, None]
+
+    parallel_ranges(images, N)
+    return out.reshape(N, F, H_out, W_out), Conv2DCache(x_padded, w, stride, pad)
 
 
 def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backward"):
@@ -225,9 +226,11 @@ def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backwar
         dw[f, c, kh, kw]  = sum over (n, i, j) of dout[n, f, i, j] * xp[n, c, i*s_h + kh, j*s_w + kw]
         dxp[n, c, i*s_h + kh, j*s_w + kw] += sum over f of w[f, c, kh, kw] * dout[n, f, i, j]
 
-    and ``dx`` is ``dxp`` with the padding cut off. In matrix form, per chunk,
-    ``dw += dout_rows @ cols.T`` and ``dcols = w_rows.T @ dout_rows`` followed
-    by col2im, where ``dout_rows`` is ``dout`` laid out as (F, n*P).
+    and ``dx`` is ``dxp`` with the padding cut off. In matrix form, image by
+    image, ``dw += dout[n] @ cols[n].T`` (computed as its transpose,
+    ``cols[n] @ dout[n].T``, which BLAS runs faster) and
+    ``dcols[n] = w_rows.T @ dout[n]`` followed by col2im, with ``dout[n]``
+    laid out as (F, P).
     """
     x_padded, w, stride, pad = cache
     N, C, Hp, Wp = x_padded.shape
@@ -245,24 +248,26 @@ def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backwar
         raise ValueError(f"{where}: dout contains NaN or infinite value(s); "
                          f"check the data or lower the learning rate.")
     w_rows = w.reshape(F, K)
-    dw_rows = np.zeros((F, K), dtype=w.dtype)
+    dout_rows = dout.reshape(N, F, P)  # image n's gradient as (F, P): no copy
     dx_padded = np.zeros_like(x_padded) if needs_input_grad else None
-    chunk = _chunk_size(N, K, F, P, w.itemsize)
-    cols_buf = np.empty(chunk * K * P, dtype=w.dtype)
-    dout_buf = np.empty(chunk * F * P, dtype=w.dtype)
-    for start in range(0, N, chunk):
-        stop = min(start + chunk, N)
-        n = stop - start
-        cols = cols_buf[: K * n * P].reshape(K, n * P)
-        _im2col_kernel(x_padded[start:stop], HH, WW, stride[0], stride[1], cols)
-        # dout of these n images as rows (F, n*P), matching the columns of cols
-        dout_rows = dout_buf[: F * n * P].reshape(F, n * P)
-        dout_rows.reshape(F, n, H_out, W_out)[...] = dout[start:stop].transpose(1, 0, 2, 3)
-        dw_rows += dout_rows @ cols.T  # (F, n*P) @ (n*P, K) -> (F, K)
-        if needs_input_grad:
-            # (K, F) @ (F, n*P) -> (K, n*P), written over cols (no longer needed)
-            dcols = np.matmul(w_rows.T, dout_rows, out=cols)
-            _col2im_kernel(dcols, HH, WW, stride[0], stride[1], dx_padded[start:stop])
+    chunk = _chunk_size(K, F, P, w.itemsize)
+
+    def images(lo, hi):  # one thread's share of the batch; returns its part of dw.T
+        dw_cols = np.zeros((K, F), dtype=w.dtype)  # dw transposed: (K, P) @ (P, F) suits BLAS better
+        cols_buf = np.empty((chunk, K, P), dtype=w.dtype)
+        for start in range(lo, hi, chunk):
+            stop = min(start + chunk, hi)
+            cols = cols_buf[: stop - start]
+            _im2col_kernel(x_padded[start:stop], HH, WW, stride[0], stride[1], cols)
+            for n in range(start, stop):
+                dw_cols += cols[n - start] @ dout_rows[n].T  # (K, P) @ (P, F) -> (K, F)
+            if needs_input_grad:
+                # (K, F) @ (n, F, P) -> (n, K, P), written over cols (no longer needed)
+                dcols = np.matmul(w_rows.T, dout_rows[start:stop], out=cols)
+                _col2im_kernel(dcols, HH, WW, stride[0], stride[1], dx_padded[start:stop])
+        return dw_cols
+
+    dw_rows = np.ascontiguousarray(sum(parallel_ranges(images, N)).T)  # (F, K)
 
     dx = dx_padded
     pad_h, pad_w = pad
@@ -309,8 +314,8 @@ class Conv2D(Layer):
 
     def forward(self, x):
         """x: (N, C, H, W) -> out: (N, F, H_out, W_out)."""
-        out, self.cache = conv2d_forward(x, self.params["w"], self.params["b"],
-                                         self.stride, self.pad, where="Conv2D.forward")
+        out, self.cache = conv2d_forward(x, self.params["w"], self.params["b"], self.stride, self.pad,
+                                         where="Conv2D.forward", check_finite=self.check_finite)
         return out
 
     def backward(self, dout):

@@ -53,7 +53,7 @@ class Flatten(Layer):
     """Reshape (N, C, H, W) -> (N, C*H*W); backward reshapes back. No parameters."""
 
     def forward(self, x):
-        check_array(x, "Flatten.forward", "x", dtype=self.dtype)
+        check_array(x, "Flatten.forward", "x", dtype=self.dtype, finite=self.check_finite)
         if x.ndim < 2:
             raise ValueError(f"Flatten.forward: x must have a batch axis and at least one more, got shape {x.shape}.")
         self.cache = x.shape
@@ -62,7 +62,7 @@ class Flatten(Layer):
     def backward(self, dout):
         shape = self._need_cache()
         check_array(dout, "Flatten.backward", "dout", dtype=self.dtype, ndim=2,
-                    shape=(shape[0], int(np.prod(shape[1:]))))
+                    shape=(shape[0], int(np.prod(shape[1:]))), finite=self.check_finite)
         return dout.reshape(shape)
 
     def output_shape(self, input_shape):
@@ -83,14 +83,15 @@ class Dense(Layer):
         self._add_param("b", (self.out_features,))
 
     def forward(self, x):
-        check_array(x, "Dense.forward", "x", ndim=2, dtype=self.dtype, shape=(None, self.in_features))
+        check_array(x, "Dense.forward", "x", ndim=2, dtype=self.dtype, shape=(None, self.in_features),
+                    finite=self.check_finite)
         out, self.cache = dense_forward(x, self.params["w"], self.params["b"])
         return out
 
     def backward(self, dout):
         x, _ = self._need_cache()
         check_array(dout, "Dense.backward", "dout", ndim=2, dtype=self.dtype,
-                    shape=(x.shape[0], self.out_features))
+                    shape=(x.shape[0], self.out_features), finite=self.check_finite)
         dx, dw, db = dense_backward(dout, self.cache)
         self.grads["w"] += dw
         self.grads["b"] += db

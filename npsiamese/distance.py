@@ -37,12 +37,14 @@ class L1Distance(Layer):
     """Component-wise L1 distance between two (N, D) embeddings. No parameters."""
 
     def forward(self, h1, h2):
-        check_array(h1, "L1Distance.forward", "h1", ndim=2, dtype=self.dtype)
-        check_array(h2, "L1Distance.forward", "h2", ndim=2, dtype=self.dtype, shape=h1.shape)
+        check_array(h1, "L1Distance.forward", "h1", ndim=2, dtype=self.dtype, finite=self.check_finite)
+        check_array(h2, "L1Distance.forward", "h2", ndim=2, dtype=self.dtype, shape=h1.shape,
+                    finite=self.check_finite)
         out, self.cache = l1_forward(h1, h2)
         return out
 
     def backward(self, dout):
         sign = self._need_cache()
-        check_array(dout, "L1Distance.backward", "dout", ndim=2, dtype=self.dtype, shape=sign.shape)
+        check_array(dout, "L1Distance.backward", "dout", ndim=2, dtype=self.dtype, shape=sign.shape,
+                    finite=self.check_finite)
         return l1_backward(dout, sign)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_array, check_positive_int
+from ._checks import NonFiniteError, check_array, check_positive_int
 from .activations import ReLU, Sigmoid, sigmoid
 from .conv import Conv2D
 from .dense import Dense, Flatten
@@ -184,6 +184,12 @@ class SiameseNetwork:
         self.distance = L1Distance(dtype=self.dtype)
         self.head = Dense(self.embedding_dim, 1, dtype=self.dtype)
         self.criterion = BCEWithLogits()
+        # The images are checked for NaN/inf on the way in (_check_images) and
+        # the loss on the way out (by its caller, e.g. Trainer); checking every
+        # layer's input as well would cost a pass over each activation.
+        for _, layer in self.layers():
+            layer.check_finite = False
+        self.distance.check_finite = False
         rng = np.random.default_rng(seed)
         initialise(self.tower + [self.head], init, rng)
         self.last_logits = None  # logits of the last training step, for accuracy logging
@@ -251,10 +257,14 @@ class SiameseNetwork:
             return self._pairs_loss_and_grad(x, left, right, y, weight)
 
     def _pairs_loss_and_grad(self, x, left, right, y, weight):
-        h = self.tower_forward(x)                            # (B, D), once for both twins
-        d = self.distance.forward(h[left], h[right])         # (M, D) = |h_left - h_right|
-        s = self.head.forward(d)[:, 0]                       # (M,) similarity logits
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged step is reported just below
+            h = self.tower_forward(x)                        # (B, D), once for both twins
+            d = self.distance.forward(h[left], h[right])     # (M, D) = |h_left - h_right|
+            s = self.head.forward(d)[:, 0]                   # (M,) similarity logits
         self.last_logits = s
+        if not np.isfinite(s).all():  # finite images, so the weights or activations blew up
+            raise NonFiniteError("SiameseNetwork: the similarity logits are NaN or infinite: the "
+                                 "weights or activations overflowed; lower the learning rate.")
         loss = self.criterion.forward(s, y, weight)
         ds = self.criterion.backward()                       # dL/ds
         dd = self.head.backward(np.ascontiguousarray(ds[:, None]))

@@ -83,7 +83,7 @@ def pool_output_size(H, W, pool_size, stride, where="maxpool2d"):
     return (H - pool_h) // stride_h + 1, (W - pool_w) // stride_w + 1
 
 
-def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward"):
+def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward", check_finite=True):
     """Forward pass of 2-D max pooling (no padding).
 
     Parameters
@@ -96,6 +96,8 @@ def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward")
         Step ``(stride_h, stride_w)`` between windows; defaults to ``pool_size``.
     where : str
         Name used in error messages (layers pass e.g. ``"MaxPool2D.forward"``).
+    check_finite : bool
+        Reject NaN and infinity in ``x`` (one extra pass over it).
 
     Returns
     -------
@@ -115,7 +117,7 @@ def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward")
     """
     pool_size = pair(pool_size, where, "pool_size")
     stride = pool_size if stride is None else pair(stride, where, "stride")
-    check_array(x, where, "x", ndim=4)
+    check_array(x, where, "x", ndim=4, finite=check_finite)
     N, C, H, W = x.shape
     H_out, W_out = pool_output_size(H, W, pool_size, stride, where)
     out = np.empty((N, C, H_out, W_out), dtype=x.dtype)
@@ -124,7 +126,7 @@ def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward")
     return out, MaxPool2DCache(x.shape, argmax)
 
 
-def maxpool2d_backward(dout, cache, *, where="maxpool2d_backward"):
+def maxpool2d_backward(dout, cache, *, where="maxpool2d_backward", check_finite=True):
     """Backward pass of ``maxpool2d_forward``.
 
     Parameters
@@ -135,6 +137,8 @@ def maxpool2d_backward(dout, cache, *, where="maxpool2d_backward"):
         From ``maxpool2d_forward``.
     where : str
         Name used in error messages.
+    check_finite : bool
+        Reject NaN and infinity in ``dout``.
 
     Returns
     -------
@@ -149,7 +153,7 @@ def maxpool2d_backward(dout, cache, *, where="maxpool2d_backward"):
     """
     x_shape, argmax = cache
     N, C, H, W = x_shape
-    check_array(dout, where, "dout", ndim=4, shape=argmax.shape)
+    check_array(dout, where, "dout", ndim=4, shape=argmax.shape, finite=check_finite)
     dx = np.zeros((N, C, H, W), dtype=dout.dtype)
     _maxpool_backward_kernel(dout, argmax, dx.reshape(N, C, H * W))
     return dx
@@ -177,14 +181,14 @@ class MaxPool2D(Layer):
         """x: (N, C, H, W) -> out: (N, C, H_out, W_out)."""
         check_array(x, "MaxPool2D.forward", "x", ndim=4, dtype=self.dtype, finite=False)
         out, self.cache = maxpool2d_forward(x, self.pool_size, self.stride,
-                                            where="MaxPool2D.forward")
+                                            where="MaxPool2D.forward", check_finite=self.check_finite)
         return out
 
     def backward(self, dout):
         """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W)."""
         cache = self._need_cache()
         check_array(dout, "MaxPool2D.backward", "dout", ndim=4, dtype=self.dtype, finite=False)
-        return maxpool2d_backward(dout, cache, where="MaxPool2D.backward")
+        return maxpool2d_backward(dout, cache, where="MaxPool2D.backward", check_finite=self.check_finite)
 
     def output_shape(self, input_shape):
         """(C, H, W) -> (C, H_out, W_out)."""

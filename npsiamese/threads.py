@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numba
+import numpy as np
 
 try:
     from threadpoolctl import ThreadpoolController
@@ -33,6 +37,7 @@ except ImportError:  # pragma: no cover - threadpoolctl is a dependency, but sta
 
 DEFAULT_TRAINING_BLAS_THREADS = 1
 _controller = None
+_executor = None  # worker threads of parallel_ranges, made on first use
 
 
 def training_blas_threads():
@@ -55,3 +60,35 @@ def blas_limit(n):
 def training_threads():
     """Context manager for training steps: BLAS limited to ``training_blas_threads()``."""
     return blas_limit(training_blas_threads())
+
+
+def parallel_ranges(fn, n):
+    """Call ``fn(lo, hi)`` on disjoint slices of ``range(n)``, one per thread; return the results in order.
+
+    The slices are contiguous and as equal as possible, one for each of
+    ``numba.get_num_threads()`` threads (set ``NUMBA_NUM_THREADS`` to change
+    it); the calling thread does the first. ``fn`` must release the GIL for
+    this to run in parallel: NumPy's matrix multiplies and ``nogil`` Numba
+    kernels do. Inside, BLAS is limited to one thread, so that T slices of
+    work use T cores rather than T times BLAS's threads.
+    """
+    global _executor
+    T = max(1, min(numba.get_num_threads(), n))
+    if T == 1:
+        return [fn(0, n)]
+    bounds = [n * t // T for t in range(T + 1)]
+    if _executor is None or _executor._max_workers != T - 1:
+        _executor = ThreadPoolExecutor(max_workers=T - 1, thread_name_prefix="npsiamese")
+    errors = np.geterr()  # NumPy's floating-point error settings are per thread: pass them on
+
+    def in_worker(lo, hi):
+        with np.errstate(**errors):
+            return fn(lo, hi)
+
+    with blas_limit(1):
+        futures = [_executor.submit(in_worker, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        try:
+            first = fn(bounds[0], bounds[1])
+        finally:  # never leave a worker writing into arrays the caller may free or reuse
+            wait(futures)
+    return [first] + [f.result() for f in futures]  # re-raises a worker's exception

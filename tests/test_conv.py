@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from npsiamese import conv
+from npsiamese import threads as threads_module
 from npsiamese.conv import Conv2D, conv2d_backward, conv2d_forward
 from npsiamese.gradcheck import numerical_gradient, rel_error
 from npsiamese.reference import conv2d_backward_reference, conv2d_forward_reference
@@ -63,14 +64,17 @@ def test_forward_backward_match_reference(rng, dtype, N, C, H, W, F, kernel_size
         assert_close(got, ref, dtype)
 
 
-def test_chunks_give_the_same_answer(rng, monkeypatch):
-    """Working through the batch in several chunks (the last one short) changes nothing."""
-    x, w, b = make_inputs(rng, np.float64, 5, 2, 7, 7, 3, 3)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunks_and_threads_give_the_same_answer(rng, monkeypatch, threads):
+    """Splitting the batch over threads and chunks (the last one short) changes nothing."""
+    x, w, b = make_inputs(rng, np.float64, 7, 2, 7, 7, 3, 3)
+    monkeypatch.setattr(conv, "_CHUNK_BYTES", 10**9)  # the whole batch in one chunk
+    monkeypatch.setattr(threads_module.numba, "get_num_threads", lambda: 1)
     out_one, cache_one = conv2d_forward(x, w, b, 1, 1)
     dout = rng.standard_normal(out_one.shape)
     grads_one = conv2d_backward(dout, cache_one)
-    monkeypatch.setattr(conv, "_CHUNK_BYTES", 1)  # one thread's worth of images per chunk
-    monkeypatch.setattr(conv.numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(conv, "_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(threads_module.numba, "get_num_threads", lambda: threads)
     out_many, cache_many = conv2d_forward(x, w, b, 1, 1)
     np.testing.assert_allclose(out_many, out_one, rtol=1e-12, atol=1e-12)
     for got, ref in zip(conv2d_backward(dout, cache_many), grads_one):

@@ -234,3 +234,23 @@ def test_first_conv_skips_the_input_gradient():
     x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
     h = net.tower_forward(x)
     assert net.tower_backward(np.ones_like(h)) is None
+
+
+def test_network_checks_images_and_loss_but_not_every_activation():
+    """Inside the network only the images are checked for NaN (on the way in); a blown-up
+    weight shows up as non-finite logits, reported as such, before any gradient is touched."""
+    from npsiamese._checks import NonFiniteError
+    net = SiameseNetwork("compact", image_size=16, seed=0, dtype=np.float64)
+    assert not any(layer.check_finite for _, layer in net.layers()) and not net.distance.check_finite
+    x = np.random.default_rng(0).random((4, 1, 16, 16))
+    left, right, y = np.array([0, 1]), np.array([2, 3]), np.array([1.0, 0.0])
+    for layer in net.tower:  # finite but huge weights: the activations overflow to inf
+        if "w" in layer.params:
+            layer.params["w"][...] = 1e120
+    net.zero_grad()
+    with pytest.raises(NonFiniteError, match="logits are NaN or infinite.*learning rate"):
+        net.pairs_loss_and_grad(x, left, right, y)
+    assert all(not g.any() for _, _, g in net.named_parameters())
+    # a layer on its own still refuses NaN input
+    with pytest.raises(NonFiniteError):
+        net.tower[1].__class__().forward(np.full((1, 2, 4, 4), np.nan, np.float32))

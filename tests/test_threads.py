@@ -37,3 +37,31 @@ def test_finite_check_fast_path_keeps_its_answers():
         x[3] = bad
         with pytest.raises(NonFiniteError, match="1 NaN or infinite"):
             check_array(x, "t")
+
+
+@pytest.mark.parametrize("nthreads, n", [(1, 5), (2, 5), (3, 7), (4, 2)])
+def test_parallel_ranges_covers_every_item_once_in_order(monkeypatch, nthreads, n):
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: nthreads)
+    seen = threads.parallel_ranges(lambda lo, hi: list(range(lo, hi)), n)
+    assert len(seen) == min(nthreads, n) and all(seen)  # no empty slices
+    assert [i for part in seen for i in part] == list(range(n))
+
+
+def test_parallel_ranges_runs_on_several_threads_with_one_blas_thread(monkeypatch):
+    import threading
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)
+    names = threads.parallel_ranges(lambda lo, hi: (threading.current_thread().name, blas_threads()), 2)
+    assert names[0][0] != names[1][0]
+    assert all(n == 1 for _, counts in names for n in counts)
+
+
+def test_parallel_ranges_passes_on_a_workers_error(monkeypatch):
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)
+
+    def fails_in_second_half(lo, hi):
+        if lo > 0:
+            raise ValueError("second half")
+        return lo
+
+    with pytest.raises(ValueError, match="second half"):
+        threads.parallel_ranges(fails_in_second_half, 4)
