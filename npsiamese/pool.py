@@ -59,10 +59,12 @@ def _maxpool_forward_kernel(x, pool_h, pool_w, stride_h, stride_w, out, argmax):
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _maxpool_backward_kernel(dout, argmax, dx_flat):
-    """Kernel for ``maxpool2d_backward``: dx_flat[n, c, argmax] += dout."""
+    """Kernel for ``maxpool2d_backward``: dx_flat = 0, then dx_flat[n, c, argmax] += dout."""
     N, C, H_out, W_out = dout.shape
     for n in prange(N):  # image n writes only dx_flat[n]
         for c in range(C):
+            for p in range(dx_flat.shape[2]):  # zeroed here, in parallel and cache by cache
+                dx_flat[n, c, p] = 0
             for i in range(H_out):
                 for j in range(W_out):
                     dx_flat[n, c, argmax[n, c, i, j]] += dout[n, c, i, j]
@@ -161,7 +163,7 @@ def maxpool2d_backward(dout, cache, *, where="maxpool2d_backward", check_finite=
     x_shape, argmax = cache
     N, C, H, W = x_shape
     check_array(dout, where, "dout", ndim=4, shape=argmax.shape, finite=check_finite)
-    dx = np.zeros((N, C, H, W), dtype=dout.dtype)
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)  # the kernel zeroes it
     _maxpool_backward_kernel(dout, argmax, dx.reshape(N, C, H * W))
     return dx
 
