@@ -83,8 +83,13 @@ def test_bad_hyper_parameters():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sgd_kernel_matches_the_numpy_formula_bit_for_bit(dtype):
+def test_sgd_kernel_matches_the_numpy_formula_bit_for_bit(dtype, monkeypatch):
     """The fused SGD kernel and the three NumPy lines it replaces give identical numbers."""
+    import npsiamese.optim
+    monkeypatch.setattr(npsiamese.optim, "_KERNEL_MIN_SIZE", 1)  # the kernel even for this small array
+    calls = []
+    kernel = npsiamese.optim._sgd_kernel
+    monkeypatch.setattr(npsiamese.optim, "_sgd_kernel", lambda *a: calls.append(1) or kernel(*a))
     rng = np.random.default_rng(0)
     p = rng.standard_normal((7, 5)).astype(dtype)
     g = rng.standard_normal((7, 5)).astype(dtype)
@@ -97,6 +102,7 @@ def test_sgd_kernel_matches_the_numpy_formula_bit_for_bit(dtype):
         p_ref += v_ref
         np.testing.assert_array_equal(opt.velocity["w"], v_ref)
         np.testing.assert_array_equal(p, p_ref)
+    assert len(calls) == 3
     # a non-contiguous parameter takes the NumPy path and gets the same update
     q = np.asfortranarray(rng.standard_normal((4, 3)).astype(dtype))
     gq = np.ones_like(q)
