@@ -254,3 +254,15 @@ def test_network_checks_images_and_loss_but_not_every_activation():
     # a layer on its own still refuses NaN input
     with pytest.raises(NonFiniteError):
         net.tower[1].__class__().forward(np.full((1, 2, 4, 4), np.nan, np.float32))
+
+
+def test_add_rows_kernel_is_np_add_at():
+    """The scatter-add that sums each image's gradient over its pairs, repeated rows included."""
+    from npsiamese.network import _add_rows_kernel
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, 5, size=40)
+    src = rng.standard_normal((40, 3))
+    got, want = np.zeros((5, 3)), np.zeros((5, 3))
+    _add_rows_kernel(got, rows, src)
+    np.add.at(want, rows, src)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
