@@ -50,6 +50,8 @@ def add_train_parser(sub):
                    help="compact net: conv channels per block, e.g. 32,64,64,64")
     g.add_argument("--embedding", type=int, help="compact net: embedding size")
     g.add_argument("--distort", type=float, help="probability of each affine distortion component (0 = off)")
+    g.add_argument("--symmetries", type=int, choices=[1, 8],
+                   help="groups: 8 makes each of a character's 8 rotations/mirror images its own class")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["adam", "sgd"])
     g.add_argument("--lr", type=float, help="peak learning rate")
@@ -72,7 +74,7 @@ def add_train_parser(sub):
 
 def _overrides(args):
     keys = ["out", "data", "minutes", "steps", "epochs", "pairs", "image_size", "arch", "widths", "embedding",
-            "distort", "optimizer", "lr", "weight_decay", "schedule", "batch", "classes_per_batch",
+            "distort", "symmetries", "optimizer", "lr", "weight_decay", "schedule", "batch", "classes_per_batch",
             "images_per_class", "batch_pairs", "val_every", "patience", "final_trials", "seed"]
     d = {k: getattr(args, k) for k in keys}
     if args.no_baselines:
