@@ -1,25 +1,31 @@
 """Who gets the CPU cores during a training step: Numba's loops or BLAS's matrix multiplies.
 
-A training step alternates between Numba kernels (im2col, col2im, pooling),
-which run on Numba's thread pool, and matrix multiplies, which run on the
-BLAS library's own pool (OpenBLAS, under NumPy). Two pools on the same few
-cores only work if each one lets go of the cores when it is done. Numba's
-"workqueue" pool does (see ``npsiamese/__init__.py``); OpenBLAS's threads
-instead keep spinning for a while after each multiply, waiting for the next
-one. On a busy machine those spinning threads steal the cores from Numba's
-threads and from every other process, and a step gets 2-5x slower.
+A training step alternates between Numba kernels (im2col, col2im, pooling)
+and matrix multiplies, which run in the BLAS library (OpenBLAS, under
+NumPy). BLAS has its own thread pool, and its threads keep spinning for a
+while after each multiply, waiting for the next one; on a busy machine those
+spinning threads steal the cores from Numba's threads and from every other
+process, and a step gets 2-5x slower. Measured on 2 busy cores, median ms per
+step beside PyTorch (npsiamese/PyTorch): BLAS 1 + Numba 2 threads
+0.53-0.97x; BLAS 2 + Numba 2 0.69-1.58x; BLAS 2 + Numba 1 0.76-1.75x.
 
-So during training steps BLAS runs on one thread (the calling one, which
-never spins) and the parallelism comes from Numba, over the images of the
-batch. Measured on 2 busy cores, median ms per step, in one process beside PyTorch
-(npsiamese/PyTorch): BLAS 1 + Numba 2 threads 0.53-0.97x; BLAS 2 + Numba 2
-0.69-1.58x; BLAS 2 + Numba 1 0.76-1.75x (seed and compact nets, 32 and 128 pairs).
+So BLAS never gets more than one thread inside a training step, and the
+parallelism comes from splitting the batch's images between threads:
+
+- ``parallel_ranges(fn, n)`` gives each of ``numba.get_num_threads()``
+  threads a contiguous slice of the n images. The convolutions use it: each
+  thread runs its own im2col kernel and its own one-thread matrix multiplies
+  (both release the GIL, so the threads really run at the same time).
+- Element-wise kernels such as pooling use Numba's ``prange`` over the images
+  instead, on Numba's "workqueue" pool (chosen in ``npsiamese/__init__.py``
+  because its threads sleep when idle instead of spinning).
 
 ``training_threads()`` is the context manager that
 ``SiameseNetwork.pairs_loss_and_grad`` (every training step) and
-``SiameseNetwork.embed`` run in; BLAS gets its threads back on the way out.
-It needs the small ``threadpoolctl`` package and does nothing without it. Set ``NPSIAMESE_BLAS_THREADS`` to
-another number (or to 0 for "leave BLAS alone") to try other settings.
+``SiameseNetwork.embed`` run in: BLAS on one thread, given its threads back on
+the way out. It needs the small ``threadpoolctl`` package and does nothing
+without it. Set ``NPSIAMESE_BLAS_THREADS`` to another number (or to 0 for
+"leave BLAS alone") to try other settings.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ except ImportError:  # pragma: no cover - threadpoolctl is a dependency, but sta
 
 DEFAULT_TRAINING_BLAS_THREADS = 1
 _controller = None
-_executor = None  # worker threads of parallel_ranges, made on first use
+_executor, _executor_size = None, 0  # worker threads of parallel_ranges, made on first use
 
 
 def training_blas_threads():
@@ -72,13 +78,14 @@ def parallel_ranges(fn, n):
     kernels do. Inside, BLAS is limited to one thread, so that T slices of
     work use T cores rather than T times BLAS's threads.
     """
-    global _executor
+    global _executor, _executor_size
     T = max(1, min(numba.get_num_threads(), n))
     if T == 1:
         return [fn(0, n)]
     bounds = [n * t // T for t in range(T + 1)]
-    if _executor is None or _executor._max_workers != T - 1:
+    if _executor_size < T - 1:  # (a pool with more workers than needed serves as well)
         _executor = ThreadPoolExecutor(max_workers=T - 1, thread_name_prefix="npsiamese")
+        _executor_size = T - 1
     errors = np.geterr()  # NumPy's floating-point error settings are per thread: pass them on
 
     def in_worker(lo, hi):

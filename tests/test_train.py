@@ -135,8 +135,9 @@ def test_cli_train_end_to_end_and_evaluate_json(synthetic_data, omniglot_cache, 
     out = tmp_path / "cli_run"
     args = ["train", "--data", str(synthetic_data), "--out", str(out), "--steps", "8", "--image-size", "16",
             "--widths", "4,8", "--embedding", "16", "--classes-per-batch", "4", "--images-per-class", "3",
-            "--val-every", "4", "--final-trials", "5", "--quiet"]
+            "--val-every", "4", "--final-trials", "5", "--symmetries", "1", "--quiet"]
     assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["symmetries"] == 1  # the tiny preset's is 8
     printed = capsys.readouterr().out
     assert "model" in printed and "mhd" in printed and "pixel" in printed
     results = json.loads((out / "results.json").read_text())
