@@ -103,7 +103,7 @@ class TrainConfig:
 PRESETS = {
     "tiny": dict(preset="tiny", train_set="small1", val_set="small2", minutes=4.3, symmetries=8, distort=1.0),
     "full": dict(preset="full", train_set="background", val_set=None, val_alphabets=5,
-                 minutes=55.0, val_every=500),
+                 minutes=55.0, val_every=500, symmetries=8),
     "koch": dict(preset="koch", train_set="background", val_set=None, val_alphabets=10, image_size=105,
                  arch="koch", init="koch", batch="pairs", batch_pairs=128, hard_negatives=0.0,
                  optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=2e-4, schedule="koch",
