@@ -200,6 +200,26 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def keep_freed_memory():
+    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the OS.
+
+    A training step allocates and frees the same large arrays (activations,
+    gradients) every time. By default glibc hands each freed block over a few
+    MB back to the operating system, and the next step pays page faults to get
+    it back: measured 74 ms per tiny-preset step that way, 63 ms with this.
+    Raising the mmap and trim thresholds keeps the blocks in the process. Only
+    glibc (Linux) has ``mallopt``; elsewhere this does nothing. Returns True
+    when it took effect.
+    """
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 512 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+
+
 class Trainer:
     """Trains a SiameseNetwork as ``cfg`` says, writing everything into ``out``.
 
@@ -210,6 +230,7 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.out = Path(out or cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        keep_freed_memory()
         t0 = time.perf_counter()
         if train is None:
             train, val = load_data(cfg)

@@ -1,6 +1,7 @@
 """Training: a short run lowers the loss, resume equals an uninterrupted run, NaN stops cleanly,
 checkpoints round-trip, the CLI runs end to end. All on small synthetic Omniglot sets."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -184,3 +185,9 @@ def test_koch_preset_runs_and_resumes(cfg, tmp_path):
     assert state.step == 2 and (tmp_path / "koch" / "last.npz").is_file()
     resumed = Trainer.resume(tmp_path / "koch", progress=False)
     assert resumed.state.step == 2 and resumed.cfg.arch == "koch"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux only)")
+def test_keep_freed_memory_takes_effect_on_linux():
+    from npsiamese.train import keep_freed_memory
+    assert keep_freed_memory() is True
