@@ -401,6 +401,8 @@ def format_report(r):
                  + (f", PyTorch {e['torch']} with {e['torch_threads']} threads" if e["torch"] else ", no PyTorch"))
     lines.append(f"load average (1 min) before/after: {r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"
                  " -- a busy machine slows everything; compare ratios from the same run")
+    if e.get("keep_freed_memory"):
+        lines.append("glibc keeps freed memory in this process (--keep-freed-memory), for both sides")
     lines.append("")
     lines.append("training step (float32; both towers, L1, head, loss, backward, SGD), median ms [min-max]")
     lines.append(f"{'net':8s} {'px':>4s} {'pairs':>5s} {'ms/step':>9s} {'min-max':>15s} {'pairs/s':>8s}"
@@ -456,7 +458,11 @@ def run(args):
     skip = set(args.skip or ())
     quick = args.quick
     repeat = args.repeat or (2 if quick else 7)
+    if args.keep_freed_memory:
+        from .train import keep_freed_memory
+        keep_freed_memory()
     r = {"load_before": list(os.getloadavg()), "environment": environment(use_torch)}
+    r["environment"]["keep_freed_memory"] = bool(args.keep_freed_memory)
     cases = list(QUICK_CASES if quick else CASES)
     if args.koch:
         cases.append(QUICK_KOCH_CASE if quick else KOCH_CASE)
@@ -522,6 +528,9 @@ def _add_arguments(p):
     p.add_argument("--repeat", type=int, default=None, help="timed steps per case (default 7; --quick: 2)")
     p.add_argument("--skip", action="append", choices=["layers", "jit", "memory", "augment", "data"],
                    help="leave a measurement out (repeatable)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="first make glibc keep freed memory in the process, as `npsiamese train` does "
+                        "(both sides of the comparison get faster)")
 
 
 def add_bench_parser(sub):
