@@ -206,7 +206,8 @@ def keep_freed_memory():
     A training step allocates and frees the same large arrays (activations,
     gradients) every time. By default glibc hands each freed block over a few
     MB back to the operating system, and the next step pays page faults to get
-    it back: measured 74 ms per tiny-preset step that way, 63 ms with this.
+    it back: the tiny preset did 3,502 steps in its 259 s of training that
+    way, 3,920 with this.
     Raising the mmap and trim thresholds keeps the blocks in the process. Only
     glibc (Linux) has ``mallopt``; elsewhere this does nothing. Returns True
     when it took effect.
