@@ -21,8 +21,10 @@ compact net's second layer, 22 MB for the Koch net's), so the wrappers never
 build it for the whole batch. Each of the CPU threads takes a contiguous
 slice of the images (``threads.parallel_ranges``) and works through it a
 chunk of images at a time, with one scratch buffer small enough to stay in
-the core's cache; ``cols`` is recomputed in the backward pass rather than
-kept. The threads write disjoint images of ``out`` and ``dx``; each sums its
+the core's cache, and one zero-bordered scratch image into which each image
+is copied before im2col (the border is the padding, so no copy of the whole
+padded batch is made); ``cols`` is recomputed in the backward pass rather
+than kept. The threads write disjoint images of ``out`` and ``dx``; each sums its
 own ``dw`` and the wrapper adds them.
 The slow, obviously-correct versions are in ``npsiamese.reference``.
 """
