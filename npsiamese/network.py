@@ -196,7 +196,7 @@ class SiameseNetwork:
         self.head = Dense(self.embedding_dim, 1, dtype=self.dtype)
         self.criterion = BCEWithLogits()
         # The images are checked for NaN/inf on the way in (_check_images) and
-        # the loss on the way out (by its caller, e.g. Trainer); checking every
+        # the logits on the way out (_pairs_loss_and_grad); checking every
         # layer's input as well would cost a pass over each activation.
         for _, layer in self.layers():
             layer.check_finite = False

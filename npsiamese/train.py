@@ -152,17 +152,21 @@ def load_data(cfg):
     return train, val
 
 
+def _ways_and_sizes(val):
+    """20 ways (fewer if no alphabet has 20 characters), and each alphabet's character count."""
+    per_alphabet = np.bincount(val.character_alphabet, minlength=val.n_alphabets)
+    return int(min(20, per_alphabet.max())), per_alphabet
+
+
 def task_alphabets(val):
     """The alphabets that 20-way within-alphabet tasks can use (those with enough characters)."""
-    per_alphabet = np.bincount(val.character_alphabet, minlength=val.n_alphabets)
-    ways = int(min(20, per_alphabet.max()))
+    ways, per_alphabet = _ways_and_sizes(val)
     return [a for a, n in zip(val.alphabets, per_alphabet) if n >= ways]
 
 
 def validation_tasks(val, trials, seed):
     """Seeded 20-way within-alphabet tasks (fewer ways if no alphabet has 20 characters)."""
-    per_alphabet = np.bincount(val.character_alphabet, minlength=val.n_alphabets)
-    ways = int(min(20, per_alphabet.max()))
+    ways, _ = _ways_and_sizes(val)
     return make_tasks(val, ways=ways, shots=1, trials=trials, within_alphabet=True, seed=seed)
 
 
