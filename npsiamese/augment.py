@@ -233,6 +233,11 @@ def dihedral(images, t):
     ``t`` is an int, or an int array (N,) with one symmetry per image.
     Returns a new contiguous array.
     """
+    if np.ndim(t) == 0:  # one symmetry for all: rotate the whole stack at once
+        if not 0 <= int(t) <= 7:
+            raise ValueError(f"dihedral: t must be in 0..7, got {t}.")
+        out = np.rot90(images, k=int(t) % 4, axes=(1, 2))
+        return np.ascontiguousarray(out[:, :, ::-1] if t >= 4 else out)
     t = np.broadcast_to(np.asarray(t), (images.shape[0],))
     if t.size and (t.min() < 0 or t.max() > 7):
         raise ValueError(f"dihedral: t must be in 0..7, got values in [{t.min()}, {t.max()}].")

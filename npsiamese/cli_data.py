@@ -234,10 +234,17 @@ queries from two different drawers (Lake's and Koch's protocol). Accuracy comes 
 baselines: pixel = nearest neighbour on raw pixels; mhd = modified Hausdorff distance
 between centred ink-point sets (Lake's runs: 38.8% error published).
 
+views: a model trained with --symmetries 8 knows turned and mirrored characters as
+characters of their own, so it can also look at a pair with both images turned alike;
+--views 8 averages p(same) over the 8 symmetries of the square (a test-time ensemble,
+8 tower passes per image). A checkpoint remembers its run's --test-views (tiny and
+full presets: 8); --views 1 gives the plain, single-view accuracy.
+
 examples:
   npsiamese evaluate --baseline mhd --lake-runs all_runs.zip
   npsiamese evaluate --baseline pixel --data small2 --within-alphabet --trials 400
   npsiamese evaluate --checkpoint runs/model.npz --data small2 --ways 5 --shots 1 --json
+  npsiamese evaluate --checkpoint runs/model.npz --data small2 --within-alphabet --views 1
 """
 
 
@@ -258,6 +265,9 @@ def add_evaluate_parser(subparsers):
     p.add_argument("--within-alphabet", action="store_true",
                    help="characters of a task from one alphabet (--data only)")
     p.add_argument("--image-size", type=int, help="image size (default: the model's, or 105)")
+    p.add_argument("--views", type=int, choices=[1, 4, 8],
+                   help="model only: average p(same) over the pair turned (4) and also mirrored (8) alike; "
+                        "1 = plain (default: the views its training run evaluated with)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task list (default 0)")
     p.add_argument("--dir", help=DIR_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -272,11 +282,14 @@ def _pick(value, default):
 def _scorer(args):
     """``(scorer, description, image size)`` from --checkpoint / --baseline and --image-size."""
     if args.checkpoint is not None:
-        scorer = ModelScorer.from_checkpoint(args.checkpoint)
+        scorer = ModelScorer.from_checkpoint(args.checkpoint, views=args.views)
         if args.image_size not in (None, scorer.image_size):
             raise ValueError(f"--image-size {args.image_size} differs from the model's {scorer.image_size}; "
                              f"leave it out.")
-        return scorer, f"model {args.checkpoint}", scorer.image_size
+        views = f", {scorer.views} views" if scorer.views > 1 else ""
+        return scorer, f"model {args.checkpoint}{views}", scorer.image_size
+    if args.views is not None:
+        raise ValueError("--views applies to --checkpoint models; the baselines have one view.")
     from .baselines import get_baseline   # imports Numba: only when evaluating
     return get_baseline(args.baseline), f"{args.baseline} baseline", _pick(args.image_size, 105)
 
@@ -290,7 +303,7 @@ def _cmd_evaluate(args):
                              f"20-way 1-shot.")
     scorer, label, size = _scorer(args)
     progress = not args.json and sys.stderr.isatty()
-    report = {"scorer": args.baseline or "model", "image_size": size}
+    report = {"scorer": args.baseline or "model", "image_size": size, "views": getattr(scorer, "views", 1)}
     if args.lake_runs is not None:
         runs = load_lake_runs(args.lake_runs, size, data_dir=args.dir)
         result = evaluate_lake_runs(scorer, runs, progress=progress)

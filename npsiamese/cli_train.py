@@ -66,6 +66,9 @@ def add_train_parser(sub):
     g.add_argument("--val-every", type=int, help="steps between validations")
     g.add_argument("--patience", type=int, help="stop after this many validations without improvement (0 = off)")
     g.add_argument("--final-trials", type=int, help="20-way tasks in the final evaluation (default 400)")
+    g.add_argument("--test-views", type=int, choices=[1, 4, 8],
+                   help="final evaluation: average p(same) over the pair turned (4) and mirrored (8) alike; "
+                        "1 = plain (tiny and full: 8, koch: 1)")
     g.add_argument("--no-baselines", action="store_true", help="skip the MHD and pixel baselines")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,7 +78,7 @@ def add_train_parser(sub):
 def _overrides(args):
     keys = ["out", "data", "minutes", "steps", "epochs", "pairs", "image_size", "arch", "widths", "embedding",
             "distort", "symmetries", "optimizer", "lr", "weight_decay", "schedule", "batch", "classes_per_batch",
-            "images_per_class", "batch_pairs", "val_every", "patience", "final_trials", "seed"]
+            "images_per_class", "batch_pairs", "val_every", "patience", "final_trials", "test_views", "seed"]
     d = {k: getattr(args, k) for k in keys}
     if args.no_baselines:
         d["baselines"] = ()
@@ -108,10 +111,10 @@ def _train(args):
 
     best = SiameseNetwork.load(trainer.out / "best.npz")
     tasks = validation_tasks(trainer.val, c.final_trials, seed=report.FINAL_SEED)
-    results = report.final_evaluation(best, trainer.val, tasks, baselines=c.baselines)
-    print(report.results_table(results, tasks[0].ways))
+    results = report.final_evaluation(best, trainer.val, tasks, baselines=c.baselines, views=c.test_views)
+    print(report.results_table(results, tasks[0].ways, views=c.test_views))
     report.plot_curves(trainer.out / "metrics.csv", trainer.out / "curves.png")
-    report.plot_task(best, trainer.val, tasks[0], trainer.out / "task.png")
+    report.plot_task(best, trainer.val, tasks[0], trainer.out / "task.png", views=c.test_views)
     total = time.perf_counter() - t_start
     report.write_results(trainer.out / "results.json", results,
                          {"total_seconds": total, "train_seconds": state.seconds, "steps": state.step,

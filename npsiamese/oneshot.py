@@ -19,6 +19,7 @@ holds the pixel and MHD scorers; :class:`ModelScorer` wraps a trained
 """
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -33,11 +34,29 @@ from .omniglot import DataError, DataNotFoundError, NATIVE_SIZE, data_dir, decod
 
 # --------------------------------------------------------------------------- scorers
 
+VIEWS = (1, 4, 8)   # test-time views: none, the 4 quarter turns, all 8 symmetries of the square
+
+
+def check_views(views, where):
+    """``views`` must be 1, 4 or 8 (the first ``views`` symmetries of :func:`npsiamese.augment.dihedral`)."""
+    if isinstance(views, bool) or views not in VIEWS:
+        raise ValueError(f"{where}: views must be 1 (plain), 4 (quarter turns) or 8 (turns and mirror "
+                         f"images), got {views!r}.")
+    return int(views)
+
+
 class ModelScorer:
     """Adapter: a Siamese network as a scorer.
 
-    Each image goes through the tower once (``net.embed``); the similarity head
-    then runs on every (query, support) pair of embeddings.
+    Each image goes through the tower once per view (``net.embed``); the
+    similarity head then runs on every (query, support) pair of embeddings.
+
+    With ``views`` > 1 the pair is also scored with both images turned (and
+    mirrored) the same way, ``dihedral(x, t)`` for t < views, and the ``views``
+    probabilities are averaged. A network trained with ``symmetries=8`` has
+    learned turned characters as characters of their own, so each view is a
+    fair, slightly different look at the same pair; averaging them is a
+    test-time ensemble (the README gives the gain for the presets).
 
     Parameters
     ----------
@@ -45,21 +64,27 @@ class ModelScorer:
         Needs ``image_size`` (int), ``embed(x (N, 1, S, S)) -> (N, D)`` and
         ``similarity_from_embeddings(e1 (M, D), e2 (M, D)) -> (M,)``
         probabilities, as :class:`npsiamese.network.SiameseNetwork` offers.
+    views : 1, 4 or 8
     """
 
     name = "model"
 
-    def __init__(self, net):
+    def __init__(self, net, views=1):
         missing = [a for a in ("image_size", "embed", "similarity_from_embeddings") if not hasattr(net, a)]
         if missing:
             raise TypeError(f"ModelScorer: {type(net).__name__} lacks {', '.join(missing)}; pass a "
                             f"SiameseNetwork (or an object with the same methods).")
         self.net = net
         self.image_size = int(net.image_size)
+        self.views = check_views(views, "ModelScorer")
 
     @classmethod
-    def from_checkpoint(cls, path):
-        """Load ``SiameseNetwork.load(path)`` and wrap it."""
+    def from_checkpoint(cls, path, views=None):
+        """Load ``SiameseNetwork.load(path)`` and wrap it.
+
+        ``views=None`` takes the views the checkpoint's training run
+        evaluates with (``test_views`` in its saved config; 1 if none).
+        """
         try:
             from .network import SiameseNetwork  # imported here: the network module is optional for data work
         except ImportError as err:
@@ -67,20 +92,34 @@ class ModelScorer:
                               f"checkpoint needs it. Use --baseline pixel|mhd meanwhile.") from None
         if not Path(path).exists():
             raise DataNotFoundError(f"ModelScorer: checkpoint {path} does not exist.")
-        return cls(SiameseNetwork.load(path))
+        net, extra = SiameseNetwork.load(path, return_extra=True)
+        if views is None:
+            views = checkpoint_test_views(extra)
+        return cls(net, views=views)
 
     def score(self, queries, support):
-        """(T, S, S), (W, S, S) float32 -> (T, W) same-character probabilities."""
+        """(T, S, S), (W, S, S) float32 -> (T, W) same-character probabilities (mean over the views)."""
+        from .augment import dihedral  # imports Numba: only when scoring with a model
         size = (None, self.image_size, self.image_size)
         check_array(queries, "ModelScorer.score", "queries", ndim=3, shape=size)
         check_array(support, "ModelScorer.score", "support", ndim=3, shape=size)
         dtype = getattr(self.net, "dtype", np.float32)   # the network checks its input dtype
-        e_q = self.net.embed(queries[:, None].astype(dtype, copy=False))   # (T, D): one tower pass each
-        e_s = self.net.embed(support[:, None].astype(dtype, copy=False))   # (W, D)
-        n_q, n_s = e_q.shape[0], e_s.shape[0]
-        # all pairs: query t meets support w at row t * W + w
-        p = self.net.similarity_from_embeddings(np.repeat(e_q, n_s, axis=0), np.tile(e_s, (n_q, 1)))
-        return np.asarray(p, dtype=np.float64).reshape(n_q, n_s)
+        n_q, n_s = queries.shape[0], support.shape[0]
+        p = np.zeros((n_q, n_s))
+        for t in range(self.views):
+            e_q = self.net.embed(dihedral(queries, t)[:, None].astype(dtype, copy=False))   # (T, D)
+            e_s = self.net.embed(dihedral(support, t)[:, None].astype(dtype, copy=False))   # (W, D)
+            # all pairs: query t meets support w at row t * W + w
+            p_t = self.net.similarity_from_embeddings(np.repeat(e_q, n_s, axis=0), np.tile(e_s, (n_q, 1)))
+            p += np.asarray(p_t, dtype=np.float64).reshape(n_q, n_s)
+        return p / self.views
+
+
+def checkpoint_test_views(extra):
+    """The ``test_views`` of the training run that wrote a checkpoint (``extra`` from ``SiameseNetwork.load``)."""
+    if "train_config" not in extra:
+        return 1
+    return int(json.loads(str(extra["train_config"])).get("test_views", 1))
 
 
 def predict(scorer, queries, support, ways, shots):

@@ -13,26 +13,36 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .baselines import get_baseline
-from .oneshot import evaluate_tasks
+from .oneshot import ModelScorer, evaluate_tasks
 
 FINAL_SEED = 2015  # the final task list does not depend on the training seed: runs compare on the same tasks
 
 
-def final_evaluation(net, val, tasks, baselines=("mhd", "pixel")):
-    """{"model": OneShotResult, "<baseline>": OneShotResult, ...} on the same ``tasks``."""
+def final_evaluation(net, val, tasks, baselines=("mhd", "pixel"), views=1):
+    """{"model": OneShotResult, "<baseline>": OneShotResult, ...} on the same ``tasks``.
+
+    ``model`` scores with ``views`` test-time views (see ``ModelScorer``); with
+    more than one, ``model_1view`` holds the plain score of the same network.
+    """
     from .train import embedding_accuracy  # train imports this module's neighbours; keep the import local
-    results = {"model": embedding_accuracy(net, val, tasks)}
+    results = {"model": embedding_accuracy(net, val, tasks, views=views)}
+    if views > 1:
+        results["model_1view"] = embedding_accuracy(net, val, tasks, views=1)
     for name in baselines:
         results[name] = evaluate_tasks(get_baseline(name), np.ascontiguousarray(val.images, np.float32), tasks)
     return results
 
 
-def results_table(results, ways):
+def results_table(results, ways, views=1):
     """Accuracy with 95% interval per scorer, as aligned text."""
     lines = [f"{ways}-way one-shot accuracy on held-out alphabets ({results['model'].trials} tasks):"]
+    width = max(8, *(len(name) for name in results))
     for name, r in results.items():
         lo, hi = r.ci95
-        lines.append(f"  {name:<8} {100 * r.accuracy:5.1f}%   (95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
+        lines.append(f"  {name:<{width}} {100 * r.accuracy:5.1f}%   (95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
+    if views > 1:
+        lines.append(f"  (model: p(same) averaged over {views} views, the pair turned and mirrored alike; "
+                     f"model_1view: the same network, one view)")
     return "\n".join(lines)
 
 
@@ -66,14 +76,11 @@ def plot_curves(metrics_csv, out_png):
     fig.savefig(out_png, dpi=100)
 
 
-def plot_task(net, val, task, out_png):
+def plot_task(net, val, task, out_png, views=1):
     """One task: the query, the support images, the model's choice (green if right, red if wrong)."""
-    images = np.ascontiguousarray(val.images[:, None], dtype=net.dtype)
     q = task.queries[0]
     support = task.support
-    emb_q = net.embed(images[[q]])
-    emb_s = net.embed(images[support])
-    p = net.similarity_matrix(emb_q, emb_s)[0]
+    p = ModelScorer(net, views=views).score(val.images[[q]], np.ascontiguousarray(val.images[support]))[0]
     choice = int(p.argmax()) // task.shots
     truth = int(task.query_labels[0])
     cols = 10

@@ -33,7 +33,7 @@ from .augment import dihedral, distort_batch
 from .network import SiameseNetwork
 from .download import FILES, download
 from .omniglot import DataNotFoundError, data_dir, load_omniglot
-from .oneshot import OneShotResult, make_tasks
+from .oneshot import OneShotResult, check_views, make_tasks
 from .optim import SGD, Adam, cosine_learning_rate, koch_learning_rate, koch_momentum
 from .sampling import GroupSampler, PairSampler, split_alphabets
 
@@ -78,6 +78,7 @@ class TrainConfig:
     val_every: int = 200               # steps between validations (and last.npz saves)
     val_trials: int = 100              # 20-way tasks for validation during training
     final_trials: int = 400            # 20-way tasks for the final evaluation
+    test_views: int = 1                # final evaluation: average p(same) over 1, 4 or 8 symmetries of a pair
     patience: int = 0                  # early stopping: validations without improvement (0 = off)
     baselines: tuple = ("mhd", "pixel")
     seed: int = 0
@@ -101,9 +102,10 @@ class TrainConfig:
 
 
 PRESETS = {
-    "tiny": dict(preset="tiny", train_set="small1", val_set="small2", minutes=4.3, symmetries=8, distort=1.0),
+    "tiny": dict(preset="tiny", train_set="small1", val_set="small2", minutes=4.3, symmetries=8, distort=1.0,
+                 test_views=8),
     "full": dict(preset="full", train_set="background", val_set=None, val_alphabets=5,
-                 minutes=55.0, val_every=500, symmetries=8),
+                 minutes=55.0, val_every=500, symmetries=8, test_views=8),
     "koch": dict(preset="koch", train_set="background", val_set=None, val_alphabets=10, image_size=105,
                  arch="koch", init="koch", batch="pairs", batch_pairs=128, hard_negatives=0.0,
                  optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=2e-4, schedule="koch",
@@ -170,13 +172,19 @@ def validation_tasks(val, trials, seed):
     return make_tasks(val, ways=ways, shots=1, trials=trials, within_alphabet=True, seed=seed)
 
 
-def embedding_accuracy(net, val, tasks):
-    """One-shot accuracy of ``net`` on ``tasks``, each image embedded once."""
-    emb = net.embed(np.ascontiguousarray(val.images[:, None], dtype=net.dtype))
+def embedding_accuracy(net, val, tasks, views=1):
+    """One-shot accuracy of ``net`` on ``tasks``, each image embedded once per view.
+
+    With ``views`` > 1, p(same) is averaged over the pair seen under the first
+    ``views`` symmetries of the square (as ``ModelScorer(net, views)`` does).
+    """
+    views = check_views(views, "embedding_accuracy")
+    embs = [net.embed(np.ascontiguousarray(dihedral(val.images, t)[:, None], dtype=net.dtype))
+            for t in range(views)]                                             # views x (n, D)
     correct = np.zeros(len(tasks), np.int64)
     total = np.zeros(len(tasks), np.int64)
     for k, t in enumerate(tasks):
-        p = net.similarity_matrix(emb[t.queries], emb[t.support])             # (T, ways * shots)
+        p = sum(net.similarity_matrix(e[t.queries], e[t.support]) for e in embs) / views   # (T, ways * shots)
         pred = p.reshape(len(t.queries), t.ways, t.shots).max(axis=2).argmax(axis=1)
         correct[k], total[k] = (pred == t.query_labels).sum(), len(t.queries)
     return OneShotResult(correct, total, tasks[0].ways, tasks[0].shots)
@@ -232,6 +240,7 @@ class Trainer:
     """
 
     def __init__(self, cfg, out=None, progress=True, train=None, val=None):
+        check_views(cfg.test_views, "train: test_views")
         self.cfg = cfg
         self.progress = progress
         self.out = Path(out or cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))

@@ -111,5 +111,12 @@ def test_dihedral_group_elements_are_distinct_and_invertible():
     # per-image symmetries
     both = dihedral(np.concatenate([img, img]), np.array([0, 2]))
     np.testing.assert_array_equal(both[1], np.rot90(img[0], 2))
+    # one symmetry for the whole stack (vectorised path) = the same symmetry per image
+    stack = np.random.default_rng(0).random((3, 5, 5)).astype(np.float32)
+    for t in range(8):
+        np.testing.assert_array_equal(dihedral(stack, t), dihedral(stack, np.full(3, t)))
+        assert dihedral(stack, t).flags.c_contiguous
     with pytest.raises(ValueError, match="0..7"):
         dihedral(img, 8)
+    with pytest.raises(ValueError, match="0..7"):
+        dihedral(img, np.array([-1]))

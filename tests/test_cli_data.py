@@ -72,8 +72,8 @@ def test_evaluate_with_a_checkpoint(omniglot_synthetic_zip, omniglot_cache, tmp_
             return 1.0 / (1.0 + ((e1 - e2) ** 2).sum(1))
 
         @classmethod
-        def load(cls, path):
-            return cls()
+        def load(cls, path, return_extra=False):
+            return (cls(), {}) if return_extra else cls()
     module = types.ModuleType("npsiamese.network")
     module.SiameseNetwork = TinyNet
     monkeypatch.setitem(sys.modules, "npsiamese.network", module)
@@ -83,6 +83,9 @@ def test_evaluate_with_a_checkpoint(omniglot_synthetic_zip, omniglot_cache, tmp_
     assert run_cli(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["scorer"] == "model" and report["image_size"] == 28 and report["trials"] == 4
+    assert report["views"] == 1                    # a checkpoint without a training config: one view
+    assert run_cli(argv + ["--views", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["views"] == 4
     assert run_cli(argv[:-1] + ["--image-size", "35"]) == 2
     assert "differs from the model's 28" in one_error_line(capsys)
 
@@ -94,6 +97,7 @@ def test_evaluate_with_a_checkpoint(omniglot_synthetic_zip, omniglot_cache, tmp_
     (["--data", "SET", "--ways", "40", "--within-alphabet"], "at least 40 characters"),
     (["--data", "SET", "--image-size", "200"], "image_size must be an integer in 1..105"),
     (["--data", "SET", "--ways", "0"], "ways must be >= 2"),
+    (["--data", "SET", "--views", "8"], "--views applies to --checkpoint models"),
 ])
 def test_evaluate_errors_are_one_line_exit_2(argv, message, lake_runs_zip, omniglot_synthetic_zip,
                                              omniglot_cache, capsys):

@@ -150,8 +150,8 @@ class FakeNet:
         return np.exp(-np.abs(e1 - e2).sum(1))
 
     @classmethod
-    def load(cls, path):
-        return cls()
+    def load(cls, path, return_extra=False):
+        return (cls(), {}) if return_extra else cls()
 
 
 def test_model_scorer_embeds_each_image_once_and_scores_all_pairs():
@@ -162,6 +162,28 @@ def test_model_scorer_embeds_each_image_once_and_scores_all_pairs():
     assert net.embed_shapes == [(3, 1, 6, 6), (5, 1, 6, 6)]
     expected = np.exp(-3 * np.abs(q.mean((1, 2))[:, None] - s.mean((1, 2))[None, :]))
     assert scores.shape == (3, 5) and np.allclose(scores, expected)
+
+
+def test_model_scorer_views_average_the_pair_turned_and_mirrored_alike():
+    from npsiamese.augment import dihedral
+    network = pytest.importorskip("npsiamese.network")
+    net = network.SiameseNetwork("compact", image_size=12, widths=(4,), embedding=8, seed=0)
+    rng = np.random.default_rng(1)
+    q = (rng.random((2, 12, 12)) < 0.3).astype(np.float32)
+    s = (rng.random((3, 12, 12)) < 0.3).astype(np.float32)
+    plain = ModelScorer(net)
+    for views in (4, 8):
+        expected = np.mean([plain.score(dihedral(q, t), dihedral(s, t)) for t in range(views)], axis=0)
+        got = ModelScorer(net, views=views).score(q, s)
+        assert got.shape == (2, 3) and np.allclose(got, expected, atol=1e-7)
+    # negative control: the untrained net is not symmetric, so the views do change the scores
+    assert not np.allclose(ModelScorer(net, views=8).score(q, s), plain.score(q, s), atol=1e-4)
+    fake = FakeNet()
+    ModelScorer(fake, views=4).score(np.ascontiguousarray(q[:, :6, :6]), np.ascontiguousarray(s[:, :6, :6]))
+    assert len(fake.embed_shapes) == 8                     # queries and support, once per view
+    for bad in (0, 2, 3, 9, True, "8"):
+        with pytest.raises(ValueError, match="ModelScorer: views must be 1 .*, 4 .* or 8"):
+            ModelScorer(FakeNet(), views=bad)
 
 
 def test_model_scorer_checks(tmp_path):

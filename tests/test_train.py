@@ -142,8 +142,9 @@ def test_cli_train_end_to_end_and_evaluate_json(synthetic_data, omniglot_cache, 
     printed = capsys.readouterr().out
     assert "model" in printed and "mhd" in printed and "pixel" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"model", "mhd", "pixel", "total_seconds"}
-    assert 0 <= results["model"]["accuracy"] <= 1
+    assert set(results) >= {"model", "model_1view", "mhd", "pixel", "total_seconds"}  # tiny: 8 test views
+    assert 0 <= results["model"]["accuracy"] <= 1 and results["config"]["test_views"] == 8
+    assert "averaged over 8 views" in printed
     for png in ("curves.png", "task.png"):
         assert (out / png).stat().st_size > 1000
     code = main(["evaluate", "--checkpoint", str(out / "best.npz"), "--data", str(synthetic_data / "images_background_small2.zip"),
@@ -151,6 +152,25 @@ def test_cli_train_end_to_end_and_evaluate_json(synthetic_data, omniglot_cache, 
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ways"] == 5 and report["trials"] == 4 and 0 <= report["accuracy"] <= 1
+    assert report["views"] == 8                    # the checkpoint remembers its run's test views
+    assert main(["evaluate", "--checkpoint", str(out / "best.npz"), "--data", str(synthetic_data / "images_background_small2.zip"),
+                 "--ways", "5", "--trials", "4", "--views", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["views"] == 1
+
+
+def test_embedding_accuracy_with_views_matches_the_model_scorer(cfg, tmp_path):
+    """The trainer's fast evaluation (each image embedded once per view) = ModelScorer on the same tasks."""
+    from npsiamese.oneshot import ModelScorer, evaluate_tasks
+    from npsiamese.train import embedding_accuracy, validation_tasks
+    t = Trainer(cfg(steps=6), out=tmp_path / "r", progress=False)
+    t.run()
+    tasks = validation_tasks(t.val, 6, seed=3)
+    for views in (1, 8):
+        fast = embedding_accuracy(t.net, t.val, tasks, views=views)
+        slow = evaluate_tasks(ModelScorer(t.net, views=views), t.val.images, tasks)
+        assert fast.correct.tolist() == slow.correct.tolist()
+    with pytest.raises(ValueError, match="test_views: views must be 1"):
+        Trainer(cfg(steps=1, test_views=2), out=tmp_path / "r2", progress=False)
 
 
 def test_missing_named_set_is_downloaded(synthetic_data, omniglot_cache, tmp_path, monkeypatch):
