@@ -4,19 +4,21 @@ A convolution is a matrix multiply in disguise. Copy every receptive field of
 the (padded) image ``n`` into one column of a matrix ``cols[n]`` ("im2col");
 then every output pixel is the dot product of one filter with one column::
 
-    out[n] = w.reshape(F, K) @ cols[n]             (F, K) @ (K, P) -> (F, P)
+    out[n] = [w.reshape(F, K) | b] @ cols[n]       (F, K+1) @ (K+1, P) -> (F, P)
 
 with ``K = C*HH*WW`` numbers per receptive field and ``P = H_out*W_out``
 output pixels, and ``out[n]`` (F, P) is already image ``n``'s output in its
-(F, H_out, W_out) layout. The two loop kernels below only move data (im2col
-and its adjoint col2im); all the arithmetic is NumPy's ``@``, which is BLAS.
-The same trick gives both gradients::
+(F, H_out, W_out) layout. The last row of ``cols[n]`` is all ones: the bias
+is the weight of a constant input, so the multiply adds it too. The two loop
+kernels below only move data (im2col and its adjoint col2im); all the
+arithmetic is NumPy's ``@``, which is BLAS. The same trick gives both
+gradients::
 
-    dw       = sum over n of dout[n] @ cols[n].T   (F, P) @ (P, K) -> (F, K)
-    dcols[n] = w.reshape(F, K).T @ dout[n]         (K, F) @ (F, P) -> (K, P)
-    dx[n]    = col2im(dcols[n])      (each column added back where it was copied from)
+    [dw | db] = sum over n of dout[n] @ cols[n].T  (F, P) @ (P, K+1) -> (F, K+1)
+    dcols[n]  = w.reshape(F, K).T @ dout[n]        (K, F) @ (F, P) -> (K, P)
+    dx[n]     = col2im(dcols[n])     (each column added back where it was copied from)
 
-``cols`` is large (K*P numbers per image: 666 KB for one image of the
+``cols`` is large ((K+1)*P numbers per image: 666 KB for one image of the
 compact net's second layer, 22 MB for the Koch net's), so the wrappers never
 build it for the whole batch. Each of the CPU threads takes a contiguous
 slice of the images (``threads.parallel_ranges``) and works through it a
@@ -38,10 +40,18 @@ from numba import njit
 from ._checks import check_array, check_positive_int, pair
 from .base import Layer
 from .threads import parallel_ranges
+from .winograd import winograd_backward, winograd_forward
 
 # Scratch memory per chunk of images (cols plus its matrix-multiply output), in
 # bytes: small enough to stay in one core's L2 cache between im2col and BLAS.
 _CHUNK_BYTES = 1 * 2**20
+
+# 3x3, stride-1 convolutions with at least this many input channels and output
+# pixels go through Winograd's F(2x2, 3x3) (npsiamese/winograd.py): 2.25x fewer
+# multiplies. With few channels (a first layer on grey images) im2col's
+# multiplies are cheap, and on small images the transforms cost more than they save.
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_PIXELS = 16   # measured on the compact net: Winograd wins at 17x17, 8x8 and 4x4
 
 
 # --------------------------------------------------------------------------- kernels
@@ -54,10 +64,11 @@ _CHUNK_BYTES = 1 * 2**20
 def _im2col_kernel(x, HH, WW, stride_h, stride_w, pad_h, pad_w, cols, xp):
     """Kernel for ``conv2d_forward``/``conv2d_backward``: fill ``cols`` from ``x``.
 
-    x: (n, C, H, W) images; cols: (n, K, P); xp: (C, H + 2*pad_h, W + 2*pad_w)
+    x: (n, C, H, W) images; cols: (n, K + 1, P); xp: (C, H + 2*pad_h, W + 2*pad_w)
     scratch whose border is zero. For each image, x[n] is copied into the
     middle of xp (the border is the padding), then
     cols[n, (c, kh, kw), (i, j)] = xp[c, i*stride_h + kh, j*stride_w + kw]
+    and the last row, cols[n, K, :], is 1 (the bias's input).
     """
     N, C, H, W = x.shape
     H_out = (H + 2 * pad_h - HH) // stride_h + 1
@@ -84,13 +95,15 @@ def _im2col_kernel(x, HH, WW, stride_h, stride_w, pad_h, pad_w, cols, xp):
                         else:
                             for j in range(W_out):
                                 dst[j] = src[j * stride_w]
+        for p in range(H_out * W_out):
+            cols[n, C * HH * WW, p] = 1
 
 
 @njit(nogil=True, cache=True, fastmath=False)
 def _col2im_kernel(dcols, HH, WW, stride_h, stride_w, pad_h, pad_w, dx, dxp):
     """Kernel for ``conv2d_backward``: the adjoint of ``_im2col_kernel``.
 
-    dcols: (n, K, P); dx: (n, C, H, W), overwritten; dxp: (C, H + 2*pad_h,
+    dcols: (n, K + 1, P) (the last row, the bias's, is not read); dx: (n, C, H, W), overwritten; dxp: (C, H + 2*pad_h,
     W + 2*pad_w) scratch. For each image, dxp is zeroed, then
     dxp[c, i*stride_h + kh, j*stride_w + kw] += dcols[n, (c, kh, kw), (i, j)]
     (``+=`` because overlapping receptive fields share input pixels), and
@@ -147,9 +160,22 @@ def conv_output_size(H, W, HH, WW, stride, pad, where="conv2d"):
     return (H + 2 * pad_h - HH) // stride_h + 1, (W + 2 * pad_w - WW) // stride_w + 1
 
 
+def _winograd_applies(C, HH, WW, stride, P):
+    return (HH == 3 and WW == 3 and tuple(stride) == (1, 1) and C >= WINOGRAD_MIN_CHANNELS
+            and P >= WINOGRAD_MIN_PIXELS)
+
+
+def _check_db(db, where):
+    # NaN and inf survive summation, so checking the F sums db[f] checks all
+    # of dout (a sum that overflows is reported too).
+    if not np.isfinite(db).all():
+        raise ValueError(f"{where}: dout contains NaN or infinite value(s); "
+                         f"check the data or lower the learning rate.")
+
+
 def _chunk_size(K, F, P, itemsize):
     """Images per chunk: scratch (cols and the product) within _CHUNK_BYTES, at least one."""
-    return max(1, _CHUNK_BYTES // ((K + F) * P * itemsize))
+    return max(1, _CHUNK_BYTES // ((K + 1 + F) * P * itemsize))
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward", check_finite=True):
@@ -186,8 +212,11 @@ def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward", check_fi
         out[n, f, i, j] = b[f] + sum over (c, kh, kw) of
                           w[f, c, kh, kw] * xp[n, c, i*stride_h + kh, j*stride_w + kw]
 
-    computed image by image as ``w.reshape(F, K) @ cols[n] + b`` with
-    ``cols[n]`` from im2col, ``K = C*HH*WW``.
+    computed image by image as ``[w.reshape(F, K) | b] @ cols[n]`` with
+    ``cols[n]`` from im2col (its last row all ones), ``K = C*HH*WW``; 3x3
+    stride-1 convolutions with ``C >= WINOGRAD_MIN_CHANNELS`` and
+    ``H_out * W_out >= WINOGRAD_MIN_PIXELS`` use Winograd's algorithm instead
+    (``npsiamese.winograd``), which gives the same numbers.
     """
     stride = pair(stride, where, "stride")
     pad = pair(pad, where, "pad", minimum=0)
@@ -198,21 +227,25 @@ def conv2d_forward(x, w, b, stride=1, pad=0, *, where="conv2d_forward", check_fi
     N, _, H, W = x.shape
     H_out, W_out = conv_output_size(H, W, HH, WW, stride, pad, where)
     K, P = C * HH * WW, H_out * W_out
+    if _winograd_applies(C, HH, WW, stride, P):
+        out = winograd_forward(x, w, b, pad, np.empty((N, F, H_out, W_out), dtype=x.dtype))
+        return out, Conv2DCache(x, w, stride, pad)
 
-    w_rows = w.reshape(F, K)  # one filter per row
+    w_rows = np.empty((F, K + 1), dtype=x.dtype)  # one filter per row, its bias last
+    w_rows[:, :K] = w.reshape(F, K)
+    w_rows[:, K] = b
     out = np.empty((N, F, P), dtype=x.dtype)  # viewed as (N, F, H_out, W_out) on return
     chunk = _chunk_size(K, F, P, x.itemsize)
 
     def images(lo, hi):  # one thread's share of the batch
-        cols_buf = np.empty((chunk, K, P), dtype=x.dtype)  # scratch, reused for every chunk
+        cols_buf = np.empty((chunk, K + 1, P), dtype=x.dtype)  # scratch, reused for every chunk
         xp = np.zeros((C, H + 2 * pad[0], W + 2 * pad[1]), dtype=x.dtype)  # one padded image
         for start in range(lo, hi, chunk):
             stop = min(start + chunk, hi)
             cols = cols_buf[: stop - start]
             _im2col_kernel(x[start:stop], HH, WW, *stride, *pad, cols, xp)
-            # (F, K) @ (n, K, P) -> (n, F, P): one multiply per image, straight into out
+            # (F, K+1) @ (n, K+1, P) -> (n, F, P): one multiply per image, bias included, straight into out
             np.matmul(w_rows, cols, out=out[start:stop])
-            out[start:stop] += b[:, None]
 
     parallel_ranges(images, N)
     return out.reshape(N, F, H_out, W_out), Conv2DCache(x, w, stride, pad)
@@ -248,8 +281,9 @@ def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backwar
         dxp[n, c, i*s_h + kh, j*s_w + kw] += sum over f of w[f, c, kh, kw] * dout[n, f, i, j]
 
     and ``dx`` is ``dxp`` with the padding cut off. In matrix form, image by
-    image, ``dw += dout[n] @ cols[n].T`` (computed as its transpose,
-    ``cols[n] @ dout[n].T``, which BLAS runs faster) and
+    image, ``[dw | db] += dout[n] @ cols[n].T`` (the ones row of ``cols``
+    gives ``db``; computed as its transpose, ``cols[n] @ dout[n].T``, which
+    BLAS runs faster) and
     ``dcols[n] = w_rows.T @ dout[n]`` followed by col2im, with ``dout[n]``
     laid out as (F, P).
     """
@@ -260,22 +294,21 @@ def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backwar
     check_array(dout, where, "dout", ndim=4, dtype=w.dtype, shape=(N, F, H_out, W_out),
                 finite=False)
     K, P = C * HH * WW, H_out * W_out
+    if _winograd_applies(C, HH, WW, stride, P):
+        with np.errstate(invalid="ignore", over="ignore"):  # reported just below instead
+            db = dout.sum(axis=(0, 2, 3))
+        _check_db(db, where)
+        dx = np.empty_like(x) if needs_input_grad else None  # the kernels fill every pixel
+        return dx, winograd_backward(dout, x, w, pad, dx), db
 
-    with np.errstate(invalid="ignore", over="ignore"):  # reported just below instead
-        db = dout.sum(axis=(0, 2, 3))
-    # NaN and inf survive summation, so checking the F sums checks all of dout
-    # without a second pass over it (a sum that overflows is reported too).
-    if not np.isfinite(db).all():
-        raise ValueError(f"{where}: dout contains NaN or infinite value(s); "
-                         f"check the data or lower the learning rate.")
     w_rows = w.reshape(F, K)
     dout_rows = dout.reshape(N, F, P)  # image n's gradient as (F, P): no copy
     dx = np.empty_like(x) if needs_input_grad else None  # col2im fills every pixel
     chunk = _chunk_size(K, F, P, w.itemsize)
 
-    def images(lo, hi):  # one thread's share of the batch; returns its part of dw.T
-        dw_cols = np.zeros((K, F), dtype=w.dtype)  # dw transposed: (K, P) @ (P, F) suits BLAS better
-        cols_buf = np.empty((chunk, K, P), dtype=w.dtype)
+    def images(lo, hi):  # one thread's share of the batch; returns its part of [dw | db].T
+        dw_cols = np.zeros((K + 1, F), dtype=w.dtype)  # transposed: (K+1, P) @ (P, F) suits BLAS better
+        cols_buf = np.empty((chunk, K + 1, P), dtype=w.dtype)
         xp = np.zeros((C, H + 2 * pad[0], W + 2 * pad[1]), dtype=w.dtype)  # one padded image
         dxp = np.empty_like(xp) if needs_input_grad else None  # and its gradient
         for start in range(lo, hi, chunk):
@@ -283,14 +316,18 @@ def conv2d_backward(dout, cache, *, needs_input_grad=True, where="conv2d_backwar
             cols = cols_buf[: stop - start]
             _im2col_kernel(x[start:stop], HH, WW, *stride, *pad, cols, xp)
             for n in range(start, stop):
-                dw_cols += cols[n - start] @ dout_rows[n].T  # (K, P) @ (P, F) -> (K, F)
+                dw_cols += cols[n - start] @ dout_rows[n].T  # (K+1, P) @ (P, F) -> (K+1, F)
             if needs_input_grad:
                 # (K, F) @ (n, F, P) -> (n, K, P), written over cols (no longer needed)
-                dcols = np.matmul(w_rows.T, dout_rows[start:stop], out=cols)
-                _col2im_kernel(dcols, HH, WW, *stride, *pad, dx[start:stop], dxp)
+                np.matmul(w_rows.T, dout_rows[start:stop], out=cols[:, :K])
+                _col2im_kernel(cols, HH, WW, *stride, *pad, dx[start:stop], dxp)
         return dw_cols
 
-    dw_rows = np.ascontiguousarray(sum(parallel_ranges(images, N)).T)  # (F, K)
+    with np.errstate(invalid="ignore", over="ignore"):  # reported just below instead
+        dw_db = sum(parallel_ranges(images, N))          # (K+1, F): dw.T, and db as the last row
+    db = dw_db[K].copy()   # dout times the ones row of cols: the sum of dout
+    _check_db(db, where)
+    dw_rows = np.ascontiguousarray(dw_db[:K].T)  # (F, K)
     return dx, dw_rows.reshape(w.shape), db
 
 
@@ -344,6 +381,12 @@ class Conv2D(Layer):
         self.grads["w"] += dw
         self.grads["b"] += db
         return dx
+
+    def algorithm(self, input_shape):
+        """"winograd" or "im2col": how ``forward`` and ``backward`` compute this layer on (C, H, W) inputs."""
+        _, H_out, W_out = self.output_shape(input_shape)
+        return ("winograd" if _winograd_applies(self.in_channels, *self.kernel_size, self.stride, H_out * W_out)
+                else "im2col")
 
     def output_shape(self, input_shape):
         """(C, H, W) -> (F, H_out, W_out)."""

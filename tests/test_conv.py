@@ -22,9 +22,26 @@ CASES = [
 ]
 
 
+# 3x3, stride 1: these take the Winograd path (the fixture below lowers its size thresholds)
+WINOGRAD_CASES = [
+    (2, 16, 5, 5, 3, 3, 1, 1),               # odd output: the last tiles are cut
+    (2, 16, 6, 7, 4, 3, 1, 0),               # no padding, rectangular
+    (1, 17, 4, 9, 2, 3, 1, 2),               # pad 2
+    (3, 16, 1, 1, 2, 3, 1, 1),               # one pixel
+    (2, 20, 8, 8, 5, 3, 1, (1, 0)),          # different pad per side
+]
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def small_winograd_thresholds(monkeypatch):
+    """Let the small test images of WINOGRAD_CASES take the Winograd path."""
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 16)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_PIXELS", 1)
 
 
 def assert_close(actual, expected, dtype):
@@ -47,7 +64,7 @@ def out_size(n, k, s, p):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N, C, H, W, F, kernel_size, stride, pad", CASES)
+@pytest.mark.parametrize("N, C, H, W, F, kernel_size, stride, pad", CASES + WINOGRAD_CASES)
 def test_forward_backward_match_reference(rng, dtype, N, C, H, W, F, kernel_size, stride, pad):
     x, w, b = make_inputs(rng, dtype, N, C, H, W, F, kernel_size)
     out, cache = conv2d_forward(x, w, b, stride, pad)
@@ -79,6 +96,53 @@ def test_chunks_and_threads_give_the_same_answer(rng, monkeypatch, threads):
     np.testing.assert_allclose(out_many, out_one, rtol=1e-12, atol=1e-12)
     for got, ref in zip(conv2d_backward(dout, cache_many), grads_one):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_winograd_cases_take_the_winograd_path_and_agree_with_im2col(rng, monkeypatch):
+    from npsiamese import winograd
+    calls = []
+    monkeypatch.setattr(conv, "winograd_forward", lambda *a: calls.append("f") or winograd.winograd_forward(*a))
+    monkeypatch.setattr(conv, "winograd_backward", lambda *a: calls.append("b") or winograd.winograd_backward(*a))
+    for N, C, H, W, F, k, stride, pad in WINOGRAD_CASES:
+        x, w, b = make_inputs(rng, np.float64, N, C, H, W, F, k)
+        out, cache = conv2d_forward(x, w, b, stride, pad)
+        dout = rng.standard_normal(out.shape)
+        grads = conv2d_backward(dout, cache)
+        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 10**9)    # the same through im2col
+        out_i, cache_i = conv2d_forward(x, w, b, stride, pad)
+        np.testing.assert_allclose(out, out_i, rtol=1e-12, atol=1e-12)
+        for got, ref in zip(grads, conv2d_backward(dout, cache_i)):
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 16)
+    assert calls == ["f", "b"] * len(WINOGRAD_CASES)
+    # a first layer (one channel), 5x5 filters and stride 2 stay on im2col
+    monkeypatch.undo()
+    assert conv._winograd_applies(64, 3, 3, (1, 1), 17 * 17)      # the compact net's second conv
+    assert not conv._winograd_applies(1, 3, 3, (1, 1), 35 * 35)   # a first layer (one channel)
+    assert conv._winograd_applies(64, 3, 3, (1, 1), 4 * 4)        # its fourth
+    assert not conv._winograd_applies(64, 3, 3, (1, 1), 3 * 3)    # a tiny image
+    assert not conv._winograd_applies(64, 5, 5, (1, 1), 17 * 17)  # other kernels and strides
+    assert not conv._winograd_applies(64, 3, 3, (2, 2), 17 * 17)
+    assert Conv2D(64, 64, 3, pad=1).algorithm((64, 17, 17)) == "winograd"
+    assert Conv2D(1, 64, 3, pad=1).algorithm((1, 35, 35)) == "im2col"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_winograd_chunks_and_threads_give_the_same_answer(rng, monkeypatch, threads):
+    from npsiamese import winograd
+    x, w, b = make_inputs(rng, np.float64, 7, 16, 7, 6, 3, 3)
+    monkeypatch.setattr(winograd, "_CHUNK_BYTES", 10**9)
+    monkeypatch.setattr(threads_module.numba, "get_num_threads", lambda: 1)
+    out_one, cache_one = conv2d_forward(x, w, b, 1, 1)
+    dout = rng.standard_normal(out_one.shape)
+    grads_one = conv2d_backward(dout, cache_one)
+    monkeypatch.setattr(winograd, "_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(threads_module.numba, "get_num_threads", lambda: threads)
+    out_many, cache_many = conv2d_forward(x, w, b, 1, 1)
+    np.testing.assert_allclose(out_many, out_one, rtol=1e-12, atol=1e-12)
+    for got, ref in zip(conv2d_backward(dout, cache_many, needs_input_grad=threads != 2), grads_one):
+        if got is not None:
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_reference_backward_matches_finite_differences(rng):
@@ -223,6 +287,17 @@ def test_dout_not_finite(layer, x, bad):
     with pytest.raises(ValueError, match=r"Conv2D\.backward.*dout.*NaN or infinite"):
         layer.backward(dout)
     assert not layer.grads["w"].any()  # nothing was added
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf, -np.inf]])
+def test_dout_not_finite_on_the_winograd_path(rng, bad):
+    layer = Conv2D(16, 4, 3, pad=1)
+    layer.params["w"][...] = rng.standard_normal(layer.params["w"].shape)
+    dout = np.zeros(layer.forward(rng.standard_normal((2, 16, 5, 5)).astype(np.float32)).shape, np.float32)
+    dout[1, 2, 3, : len(bad)] = bad
+    with pytest.raises(ValueError, match=r"Conv2D\.backward.*dout.*NaN or infinite"):
+        layer.backward(dout)
+    assert not layer.grads["w"].any()
 
 
 def test_bad_hyper_parameters():
