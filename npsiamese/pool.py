@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from ._checks import check_array, pair
 from .base import Layer
+from .threads import parallel_ranges
 
 
 # --------------------------------------------------------------------------- kernels
@@ -68,6 +69,36 @@ def _maxpool_backward_kernel(dout, argmax, dx_flat):
             for i in range(H_out):
                 for j in range(W_out):
                     dx_flat[n, c, argmax[n, c, i, j]] += dout[n, c, i, j]
+
+
+# The 2x2, stride-2 pooling of every network here gets its own forward kernel:
+# each window's four pixels are compared in registers and each output written
+# once (measured 2x faster than the general kernel). Serial and nogil: the wrapper
+# gives each thread a slice of the images (threads.parallel_ranges), which costs
+# less to start than prange on small layers. (A 2x2 backward kernel written the
+# same way was slower inside a training step than the general one, so there is none.)
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _maxpool2x2_forward_kernel(x, out, argmax):
+    """``_maxpool_forward_kernel`` for 2x2 windows with stride 2."""
+    N, C, H, W = x.shape
+    H_out, W_out = out.shape[2], out.shape[3]
+    for n in range(N):
+        for c in range(C):
+            for i in range(H_out):
+                top, bottom = x[n, c, 2 * i], x[n, c, 2 * i + 1]  # the window row's two input rows
+                o, am = out[n, c, i], argmax[n, c, i]
+                p0 = 2 * i * W  # flat index of the top row's first pixel
+                for j in range(W_out):
+                    m, p = top[2 * j], p0 + 2 * j  # strict >: on ties the first maximum wins
+                    if top[2 * j + 1] > m:
+                        m, p = top[2 * j + 1], p0 + 2 * j + 1
+                    if bottom[2 * j] > m:
+                        m, p = bottom[2 * j], p0 + W + 2 * j
+                    if bottom[2 * j + 1] > m:
+                        m, p = bottom[2 * j + 1], p0 + W + 2 * j + 1
+                    o[j] = m
+                    am[j] = p
 
 
 # --------------------------------------------------------------------------- functions
@@ -131,7 +162,10 @@ def maxpool2d_forward(x, pool_size=2, stride=None, *, where="maxpool2d_forward",
     H_out, W_out = pool_output_size(H, W, pool_size, stride, where)
     out = np.empty((N, C, H_out, W_out), dtype=x.dtype)
     argmax = np.empty((N, C, H_out, W_out), dtype=np.int32)
-    _maxpool_forward_kernel(x, pool_size[0], pool_size[1], stride[0], stride[1], out, argmax)
+    if pool_size == (2, 2) and stride == (2, 2):
+        parallel_ranges(lambda lo, hi: _maxpool2x2_forward_kernel(x[lo:hi], out[lo:hi], argmax[lo:hi]), N)
+    else:
+        _maxpool_forward_kernel(x, pool_size[0], pool_size[1], stride[0], stride[1], out, argmax)
     return out, MaxPool2DCache(x.shape, argmax)
 
 

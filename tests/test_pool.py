@@ -38,6 +38,21 @@ def test_forward_backward_match_reference(rng, dtype, N, C, H, W, pool_size, str
                                rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("H, W", [(4, 6), (7, 9), (2, 3)])
+def test_2x2_kernel_equals_the_general_kernel(rng, H, W):
+    """The 2x2, stride-2 forward kernel against the general one, odd sizes and ties included."""
+    from npsiamese import pool
+    x = rng.integers(0, 3, (3, 2, H, W)).astype(np.float32)  # small integers: many ties
+    out, cache = maxpool2d_forward(x, 2)
+    out_g = np.empty_like(out)
+    argmax_g = np.empty_like(cache.argmax)
+    pool._maxpool_forward_kernel(x, 2, 2, 2, 2, out_g, argmax_g)
+    np.testing.assert_array_equal(out, out_g)
+    np.testing.assert_array_equal(cache.argmax, argmax_g)
+    out_1, _ = maxpool2d_forward(x, 2, 1)   # another stride: the general kernel
+    assert out_1.shape == (3, 2, H - 1, W - 1)
+
+
 def test_ties_go_to_the_first_maximum():
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 1, 0] = x[0, 0, 1, 1] = 5.0  # a tie in the top-left window's second row
