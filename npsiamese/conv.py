@@ -103,9 +103,9 @@ def _im2col_kernel(x, HH, WW, stride_h, stride_w, pad_h, pad_w, cols, xp):
 def _col2im_kernel(dcols, HH, WW, stride_h, stride_w, pad_h, pad_w, dx, dxp):
     """Kernel for ``conv2d_backward``: the adjoint of ``_im2col_kernel``.
 
-    dcols: (n, K + 1, P) (the last row, the bias's, is not read); dx: (n, C, H, W), overwritten; dxp: (C, H + 2*pad_h,
-    W + 2*pad_w) scratch. For each image, dxp is zeroed, then
-    dxp[c, i*stride_h + kh, j*stride_w + kw] += dcols[n, (c, kh, kw), (i, j)]
+    dcols: (n, K + 1, P) (the last row, the bias's, is not read); dx: (n, C, H, W),
+    overwritten; dxp: (C, H + 2*pad_h, W + 2*pad_w) scratch. For each image, dxp is
+    zeroed, then dxp[c, i*stride_h + kh, j*stride_w + kw] += dcols[n, (c, kh, kw), (i, j)]
     (``+=`` because overlapping receptive fields share input pixels), and
     dx[n] is the middle of dxp: what landed on the padding is dropped.
     """

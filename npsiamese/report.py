@@ -24,10 +24,11 @@ def final_evaluation(net, val, tasks, baselines=("mhd", "pixel"), views=1):
     ``model`` scores with ``views`` test-time views (see ``ModelScorer``); with
     more than one, ``model_1view`` holds the plain score of the same network.
     """
-    from .train import embedding_accuracy  # train imports this module's neighbours; keep the import local
-    results = {"model": embedding_accuracy(net, val, tasks, views=views)}
+    from .train import embedding_accuracy, view_embeddings  # train imports this module's neighbours: keep local
+    embs = view_embeddings(net, val.images, views)  # the first view serves model_1view as well
+    results = {"model": embedding_accuracy(net, val, tasks, views=views, embeddings=embs)}
     if views > 1:
-        results["model_1view"] = embedding_accuracy(net, val, tasks, views=1)
+        results["model_1view"] = embedding_accuracy(net, val, tasks, views=1, embeddings=embs)
     for name in baselines:
         results[name] = evaluate_tasks(get_baseline(name), np.ascontiguousarray(val.images, np.float32), tasks)
     return results

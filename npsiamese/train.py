@@ -172,15 +172,22 @@ def validation_tasks(val, trials, seed):
     return make_tasks(val, ways=ways, shots=1, trials=trials, within_alphabet=True, seed=seed)
 
 
-def embedding_accuracy(net, val, tasks, views=1):
+def view_embeddings(net, images, views=1):
+    """Embeddings of images (n, S, S) under the first ``views`` symmetries of the square: a list of (n, D)."""
+    views = check_views(views, "view_embeddings")
+    return [net.embed(np.ascontiguousarray(dihedral(images, t)[:, None], dtype=net.dtype)) for t in range(views)]
+
+
+def embedding_accuracy(net, val, tasks, views=1, embeddings=None):
     """One-shot accuracy of ``net`` on ``tasks``, each image embedded once per view.
 
     With ``views`` > 1, p(same) is averaged over the pair seen under the first
     ``views`` symmetries of the square (as ``ModelScorer(net, views)`` does).
+    ``embeddings`` (from ``view_embeddings``, at least ``views`` of them) skips
+    the tower passes.
     """
     views = check_views(views, "embedding_accuracy")
-    embs = [net.embed(np.ascontiguousarray(dihedral(val.images, t)[:, None], dtype=net.dtype))
-            for t in range(views)]                                             # views x (n, D)
+    embs = (embeddings if embeddings is not None else view_embeddings(net, val.images, views))[:views]
     correct = np.zeros(len(tasks), np.int64)
     total = np.zeros(len(tasks), np.int64)
     for k, t in enumerate(tasks):
